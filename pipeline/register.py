@@ -1,0 +1,134 @@
+"""Stage `register`: pick the best variant by validation accuracy, register it, move `champion`.
+
+The test split plays no part in the choice. The alias only moves after the registered version's
+model.onnx has been downloaded back from the registry and its sha256 checked: `champion` never
+points at an unverified or half-logged version. Writes champion/champion.json and champion/report.md.
+"""
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from pipeline import tracking
+from pipeline.params import load
+
+REPORT_DIR = Path("reports")
+CHAMPION_DIR = Path("champion")
+
+
+class RegisterError(RuntimeError):
+    pass
+
+
+def candidates(names):
+    rows = []
+    for name in names:
+        metrics = json.loads((REPORT_DIR / name / "metrics.json").read_text())
+        run = json.loads((Path("models") / name / "run.json").read_text())
+        rows.append({**run, **{k: v for k, v in metrics.items() if k != "per_class"}})
+    return rows
+
+
+def choose(rows):
+    """Best validation accuracy; ties go to the faster model, then the name (deterministic)."""
+    return max(rows, key=lambda r: (r["val_accuracy"], -r["latency_ms_median"], r["variant"]))
+
+
+def sha256_of_registered(client, version) -> str:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}", dst_path=tmp)
+        onnx_file = Path(path) / "model.onnx"
+        if not onnx_file.is_file():
+            raise RegisterError(f"version {version.version} has no model.onnx in its artifacts")
+        return hashlib.sha256(onnx_file.read_bytes()).hexdigest()
+
+
+def register(best, params):
+    mlflow = tracking.setup()
+    client = mlflow.MlflowClient()
+    try:
+        client.get_run(best["run_id"])
+    except mlflow.exceptions.MlflowException as e:
+        raise RegisterError(f"MLflow run {best['run_id']} of {best['variant']!r} is not in the tracking store "
+                            f"{tracking.tracking_uri()}: rerun its training with `dvc repro -f train@{best['variant']}`") from e
+
+    existing = [v for v in client.search_model_versions(f"name='{tracking.MODEL_NAME}'")
+                if v.run_id == best["run_id"] and v.tags.get("model_sha256") == best["onnx_sha256"]]
+    if existing:  # the same run is already registered: reuse it, do not pile up duplicate versions
+        version = existing[0]
+    else:
+        version = mlflow.register_model(best["model_uri"], tracking.MODEL_NAME,
+                                        tags={"variant": best["variant"], "run_id": best["run_id"]})
+        for _ in range(60):
+            version = client.get_model_version(tracking.MODEL_NAME, version.version)
+            if version.status == "READY":
+                break
+            time.sleep(1)
+        else:
+            raise RegisterError(f"model version {version.version} never became READY")
+
+    digest = sha256_of_registered(client, version)
+    if digest != best["onnx_sha256"]:
+        raise RegisterError(f"version {version.version}: registered model.onnx sha256 {digest} differs from the "
+                            f"trained one {best['onnx_sha256']}; the alias stays where it was")
+    config = {"seed": params["seed"], "data": params["data"], **params["variants"][best["variant"]]}
+    tags = {
+        "model_sha256": digest,
+        "variant": best["variant"],
+        "run_id": best["run_id"],
+        "val_accuracy": f"{best['val_accuracy']:.6f}",
+        "test_accuracy": f"{best['test_accuracy']:.6f}",
+        "temperature": f"{best['temperature']:.6f}",
+        "rejection_threshold": f"{best['rejection_threshold']:.6f}",
+        "test_ece_calibrated": f"{best['test_ece_calibrated']:.6f}",
+        "latency_ms_median": f"{best['latency_ms_median']:.4f}",
+        "classes": "0,1,2,3,4,5,6,7,8,9",
+        "input": "float32 [N,28,28,1] in [0,1], white ink on black",
+        "config": json.dumps(config, sort_keys=True),
+        "git_commit": tracking.git_commit(),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(tracking.MODEL_NAME, version.version, key, value)
+    client.update_model_version(tracking.MODEL_NAME, version.version,
+                                description=f"{best['variant']}: validation accuracy {best['val_accuracy']:.4%}, "
+                                            f"test accuracy {best['test_accuracy']:.4%}")
+    client.set_registered_model_alias(tracking.MODEL_NAME, tracking.CHAMPION, version.version)
+    return version.version
+
+
+def report(rows, best, version):
+    CHAMPION_DIR.mkdir(exist_ok=True)
+    lines = [f"# Champion: `{best['variant']}` → `models:/{tracking.MODEL_NAME}@{tracking.CHAMPION}` (version {version})",
+             "", "Chosen by validation accuracy; test accuracy is reported, never used to choose.", "",
+             "| variant | val accuracy | test accuracy | test errors | ECE → calibrated | ms/digit | params | train s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: -r["val_accuracy"]):
+        mark = " ★" if r is best else ""
+        lines.append(f"| {r['variant']}{mark} | {r['val_accuracy']:.4%} | {r['test_accuracy']:.4%} | {r['test_errors']} | "
+                     f"{r['test_ece']:.4f} → {r['test_ece_calibrated']:.4f} | {r['latency_ms_median']:.3f} | "
+                     f"{r['parameters']:,} | {r['train_seconds']:.0f} |")
+    (CHAMPION_DIR / "report.md").write_text("\n".join(lines) + "\n")
+    (CHAMPION_DIR / "champion.json").write_text(json.dumps(
+        {"variant": best["variant"], "version": int(version), "run_id": best["run_id"],
+         "val_accuracy": best["val_accuracy"], "test_accuracy": best["test_accuracy"],
+         "model_sha256": best["onnx_sha256"]}, indent=2) + "\n")
+
+
+def main():
+    params = load()
+    rows = candidates(params["variants"])
+    best = choose(rows)
+    version = register(best, params)
+    report(rows, best, version)
+    print(f"register: {best['variant']} (val {best['val_accuracy']:.4%}, test {best['test_accuracy']:.4%}) "
+          f"is {tracking.MODEL_NAME} version {version}, alias @{tracking.CHAMPION}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RegisterError as e:
+        raise SystemExit(f"register: {e}")

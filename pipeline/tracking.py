@@ -1,0 +1,56 @@
+"""MLflow set-up shared by the stages: one place decides where runs and models live.
+
+Default: SQLite inside mlruns/ with artifacts under mlruns/artifacts (MLflow 3's file store is
+deprecated). MLFLOW_TRACKING_URI overrides it, e.g. a team's shared tracking server.
+"""
+import os
+import subprocess
+from pathlib import Path
+
+EXPERIMENT = "digits"
+MODEL_NAME = "digits"
+CHAMPION = "champion"
+STORE_DIR = Path("mlruns")
+DEFAULT_URI = f"sqlite:///{STORE_DIR}/mlflow.db"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def setup():
+    """Point MLflow at the store and make sure the `digits` experiment exists; returns mlflow."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps DVC's logs readable
+    import mlflow
+
+    uri = tracking_uri()
+    if uri == DEFAULT_URI:
+        STORE_DIR.mkdir(exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        artifacts = (STORE_DIR / "artifacts").resolve().as_uri() if uri == DEFAULT_URI else None
+        mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    mlflow.set_experiment(EXPERIMENT)
+    return mlflow
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def flatten(config: dict, prefix="") -> dict:
+    """{"train": {"epochs": 3}} -> {"train.epochs": 3}: MLflow params are flat."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

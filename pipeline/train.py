@@ -1,0 +1,180 @@
+"""Stage `train@<variant>`: train one model variant, keep its best epoch, export ONNX, log to MLflow.
+
+    python -m pipeline.train cnn
+
+Reads the variant's config from params.yaml (composed from conf/model/<variant>.yaml). Writes
+models/<variant>/ (model.keras, model.onnx, run.json) and reports/<variant>/history.csv.
+"""
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pipeline import tracking  # noqa: E402
+from pipeline.augment import random_warp  # noqa: E402
+from pipeline.models import build  # noqa: E402
+from pipeline.params import load  # noqa: E402
+from pipeline.preprocess import OUT_DIR as DATA_DIR, load_split  # noqa: E402
+
+
+def to_input(x_uint8):
+    """uint8 [N, 28, 28] -> the model's float32 [N, 28, 28, 1] in [0, 1]."""
+    return (np.asarray(x_uint8, dtype=np.float32) / 255.0)[..., None]
+
+
+def dataset(x, y, batch_size, seed, augment=None):
+    ds = tf.data.Dataset.from_tensor_slices((to_input(x), keras.ops.one_hot(y, 10)))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    if augment and augment["enabled"]:
+        params = {k: augment[k] for k in ("rotation_deg", "shift_px", "scale", "elastic")}
+        ds = ds.map(lambda images, labels: (random_warp(images, **params), labels),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def optimizer(cfg, steps_per_epoch):
+    total = cfg["epochs"] * steps_per_epoch
+    warmup = int(cfg["warmup_epochs"] * steps_per_epoch)
+    if cfg["schedule"] == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=cfg["learning_rate"] * (0.1 if warmup else 1.0), decay_steps=max(total - warmup, 1),
+            warmup_target=cfg["learning_rate"] if warmup else None, warmup_steps=warmup)
+    elif cfg["schedule"] == "constant":
+        lr = cfg["learning_rate"]
+    else:
+        raise ValueError(f"unknown schedule {cfg['schedule']!r}")
+    if cfg["optimizer"] == "adam":
+        return keras.optimizers.Adam(lr)
+    if cfg["optimizer"] == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=cfg["weight_decay"])
+    raise ValueError(f"unknown optimizer {cfg['optimizer']!r}")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Per-epoch metrics to MLflow and to a CSV that DVC plots; keeps the best weights by val accuracy."""
+
+    def __init__(self, mlflow, csv_path):
+        super().__init__()
+        self.mlflow, self.csv_path = mlflow, csv_path
+        self.best_accuracy, self.best_epoch, self.best_weights = -1.0, -1, None
+        self.rows, self.started = [], time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
+               "seconds": round(time.perf_counter() - self.started, 2)}
+        self.rows.append(row)
+        if self.mlflow:
+            self.mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+        if logs["val_accuracy"] > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = float(logs["val_accuracy"]), epoch + 1
+            self.best_weights = self.model.get_weights()
+        keys = list(self.rows[0])
+        self.csv_path.write_text(",".join(keys) + "\n" + "".join(
+            ",".join(str(r[k]) for k in keys) + "\n" for r in self.rows))
+
+
+def fit(variant, seed, train, val, csv_path, mlflow=None, verbose=2):
+    """Train one variant; returns (model with its best-epoch weights, EpochLog)."""
+    keras.utils.set_random_seed(seed)
+    cfg = variant["train"]
+    (x_train, y_train), (x_val, y_val) = train, val
+    model = build(variant["architecture"])
+    steps = math.ceil(len(x_train) / cfg["batch_size"])
+    model.compile(optimizer=optimizer(cfg, steps),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]),
+                  metrics=["accuracy"])
+    log = EpochLog(mlflow, csv_path)
+    model.fit(dataset(x_train, y_train, cfg["batch_size"], seed, variant["augment"]),
+              validation_data=dataset(x_val, y_val, 1000, seed), epochs=cfg["epochs"],
+              callbacks=[log], verbose=verbose)
+    model.set_weights(log.best_weights)
+    return model, log
+
+
+def export_onnx(model, path: Path, check_images):
+    """Keras -> ONNX (through tf2onnx); returns max |keras - onnxruntime| on check_images."""
+    import onnxruntime as ort
+
+    partial = path.with_suffix(".partial.onnx")
+    model.export(str(partial), format="onnx", verbose=False)
+    partial.replace(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {session.get_inputs()[0].name: check_images})[0]
+    return float(np.abs(onnx_out - model.predict(check_images, verbose=0)).max())
+
+
+def file_sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def data_sha256(directory=DATA_DIR) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).glob("*.npz")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def main(name):
+    params = load()
+    if name not in params["variants"]:
+        sys.exit(f"train: no variant {name!r} in params.yaml (have: {', '.join(params['variants'])})")
+    variant, seed = params["variants"][name], params["seed"]
+    out_dir, report_dir = Path("models") / name, Path("reports") / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    train, val = load_split("train"), load_split("val")
+
+    mlflow = tracking.setup()
+    with mlflow.start_run(run_name=name) as run:
+        mlflow.set_tags({"variant": name, "git_commit": tracking.git_commit(), "data_sha256": data_sha256(),
+                         "stage": "train"})
+        mlflow.log_params(tracking.flatten({"seed": seed, "data": params["data"], **variant}))
+        print(f"train: {name}: {len(train[1])} training digits, {len(val[1])} validation; MLflow run {run.info.run_id}")
+        started = time.perf_counter()
+        model, log = fit(variant, seed, train, val, report_dir / "history.csv", mlflow)
+        train_seconds = time.perf_counter() - started
+        model.summary(print_fn=lambda line, **_: None)  # builds weights; count below
+
+        keras_path, onnx_path = out_dir / "model.keras", out_dir / "model.onnx"
+        model.save(keras_path)
+        max_diff = export_onnx(model, onnx_path, to_input(val[0][:256]))
+        if max_diff > 1e-4:
+            raise SystemExit(f"train: ONNX export disagrees with Keras by {max_diff:.2e} (> 1e-4)")
+
+        import onnx
+
+        mlflow.log_metrics({"best_val_accuracy": log.best_accuracy, "best_epoch": log.best_epoch,
+                            "train_seconds": train_seconds, "onnx_max_abs_diff": max_diff,
+                            "parameters": model.count_params()})
+        mlflow.log_artifact(str(keras_path), artifact_path="keras")
+        mlflow.log_artifact(str(report_dir / "history.csv"), artifact_path="reports")
+        # The served artifact: an MLflow ONNX model whose folder holds model.onnx (the model contract).
+        # One self-contained file (no external-data side file): what gets hashed is all that gets loaded.
+        info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="model", save_as_external_data=False,
+                                     metadata={"classes": list(range(10)), "input": "float32 [N,28,28,1] in [0,1], white ink on black"})
+        with tempfile.TemporaryDirectory() as tmp:  # hash what MLflow stored, the file that gets served
+            onnx_sha = file_sha256(Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp)) / "model.onnx")
+        mlflow.set_tag("onnx_sha256", onnx_sha)
+        run_info = {"variant": name, "run_id": run.info.run_id, "model_uri": info.model_uri,
+                    "best_epoch": log.best_epoch, "best_val_accuracy": log.best_accuracy,
+                    "train_seconds": round(train_seconds, 1), "onnx_sha256": onnx_sha, "onnx_max_abs_diff": max_diff,
+                    "parameters": model.count_params()}
+    (out_dir / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
+    print(f"train: {name}: best val accuracy {log.best_accuracy:.4f} at epoch {log.best_epoch}, "
+          f"{train_seconds:.0f}s, ONNX max |diff| {max_diff:.1e}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m pipeline.train VARIANT")
+    main(sys.argv[1])

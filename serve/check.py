@@ -1,0 +1,12 @@
+"""python -m serve.check: exit non-zero with a clear message unless a verified champion can be loaded.
+
+`make serve` runs it first, so a missing model is one readable line, not a gunicorn boot loop."""
+import sys
+
+from serve.model import ModelError, load_champion
+
+try:
+    champion = load_champion()
+except ModelError as e:
+    sys.exit(f"serve: {e}")
+print(f"serve: champion {champion.label} ({champion.tags.get('variant')}), sha256 {champion.sha256[:12]}… verified")

@@ -1,0 +1,13 @@
+"""gunicorn entry point: `gunicorn serve.gunicorn_app:app`. A missing or unverifiable champion exits
+the worker with a clear message instead of serving without a model."""
+import sys
+
+from serve.model import ModelError
+
+try:
+    from serve import create_app
+
+    app = create_app()
+except ModelError as e:
+    print(f"serve: {e}", file=sys.stderr)
+    sys.exit(4)  # gunicorn's "worker failed to boot": the master stops instead of respawning forever

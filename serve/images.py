@@ -1,0 +1,92 @@
+"""Uploaded bytes -> the 28x28 float image the model expects (white ink on black, values in [0, 1]).
+
+decode: Pillow, EXIF orientation applied, transparency composited the way a user means it.
+normalise: LeCun's procedure for MNIST itself: find the ink, fit it into 20x20 keeping its aspect
+ratio (anti-aliased), and place it by centre of mass in 28x28. Skipping this is why demos that just
+resize the whole upload "always say 7".
+"""
+import io
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+Image.MAX_IMAGE_PIXELS = 40_000_000  # Pillow's decompression-bomb guard stays on, at 40 MP
+
+
+class ImageError(ValueError):
+    """An upload that cannot be turned into a digit image; `code` and `status` go into the JSON error."""
+
+    def __init__(self, code, message, status=400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Encoded image bytes -> float32 grayscale [H, W] in [0, 1], as a person would see it."""
+    if not data:
+        raise ImageError("empty", "the upload is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.draft("L", (512, 512))  # JPEG: decode at reduced size, a 12 MP photo costs ~28x less
+        image = ImageOps.exif_transpose(image)
+        if image.width == 0 or image.height == 0:
+            raise ImageError("unusable_image", "the image has no pixels", status=422)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = composite_alpha(image.convert("RGBA"))
+        else:
+            image = image.convert("L")
+    except Image.DecompressionBombError as e:
+        raise ImageError("too_many_pixels", str(e), status=422) from e
+    except UnidentifiedImageError as e:
+        raise ImageError("not_an_image", "the upload is not an image Pillow can read") from e
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt files
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError("corrupt_image", f"the image could not be decoded: {e}") from e
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def composite_alpha(rgba: Image.Image) -> Image.Image:
+    """Transparent pixels are background. Strokes on a transparent canvas are ink whatever their
+    colour (canvas apps often draw black on transparent): put the opaque part on a contrasting backdrop."""
+    gray = np.asarray(rgba.convert("L"), dtype=np.float32)
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    if alpha.min() > 0.99:  # fully opaque: alpha says nothing
+        return Image.fromarray(gray.astype(np.uint8))
+    opaque_mean = (gray * alpha).sum() / max(alpha.sum(), 1e-6)
+    backdrop = 255.0 if opaque_mean < 128 else 0.0
+    return Image.fromarray(np.clip(gray * alpha + backdrop * (1 - alpha), 0, 255).astype(np.uint8))
+
+
+def normalise(gray: np.ndarray) -> np.ndarray:
+    """Grayscale [H, W] in [0, 1] -> float32 [28, 28] MNIST-style: white ink on black, 20x20 box,
+    centred by mass."""
+    # Ink polarity: the background is what the border mostly is.
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    ink = 1.0 - gray if np.median(border) > 0.5 else gray.copy()
+    # Flatten the background to 0 and stretch the ink to 1 (paper is rarely pure white).
+    background, peak = np.median(ink), ink.max()
+    if peak - background < 0.1:
+        return np.zeros((28, 28), np.float32)  # blank: nothing to centre
+    ink = np.clip((ink - background) / (peak - background), 0, 1)
+    ink[ink < 0.2] = 0  # paper texture and JPEG noise are not ink
+    rows, cols = np.flatnonzero(ink.max(axis=1)), np.flatnonzero(ink.max(axis=0))
+    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    # Fit into 20x20 keeping the aspect ratio, anti-aliased.
+    scale = 20.0 / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    small = np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize(size, Image.LANCZOS),
+                       dtype=np.float32) / 255.0
+    # Place by centre of mass at the centre of the 28x28 canvas.
+    mass = small.sum()
+    cy, cx = ((np.indices(small.shape) * small).reshape(2, -1).sum(axis=1) / mass) if mass else (0, 0)
+    top = int(np.clip(round(14 - cy), 0, 28 - small.shape[0]))
+    left = int(np.clip(round(14 - cx), 0, 28 - small.shape[1]))
+    out = np.zeros((28, 28), np.float32)
+    out[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return out
+
+
+def to_model_input(data: bytes) -> np.ndarray:
+    """Bytes -> float32 [1, 28, 28, 1], ready for the model."""
+    return normalise(decode(data))[None, :, :, None]
