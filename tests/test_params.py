@@ -1,0 +1,30 @@
+"""conf/ (Hydra) is the single source of truth; params.yaml (what DVC tracks) must be its composition."""
+import yaml
+
+from conftest import ROOT
+from pipeline.params import compose_params, load
+
+
+def test_params_yaml_is_exactly_the_composition_of_conf():
+    assert load(ROOT / "params.yaml") == compose_params(), "run `python -m pipeline.params`"
+
+
+def test_dense_and_cnn_variants_exist_and_are_complete():
+    params = compose_params()
+    assert {"dense", "cnn", "strong"} <= set(params["variants"])
+    for name, variant in params["variants"].items():
+        assert set(variant) == {"architecture", "train", "augment"}, name
+    assert params["variants"]["dense"]["architecture"]["kind"] == "dense"
+    assert params["variants"]["strong"]["augment"]["enabled"] is True
+
+
+def test_hydra_overrides_reach_params():
+    params = compose_params(["variants.cnn.train.epochs=3", "+experiment=smoke"])
+    assert params["variants"]["cnn"]["train"]["epochs"] == 3
+    assert params["data"]["train_limit"] == 4000
+
+
+def test_every_train_stage_declares_its_own_variant_params():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["train"]["foreach"] == "${variants}"
+    assert "variants.${key}" in stages["train"]["do"]["params"]
