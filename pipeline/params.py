@@ -25,6 +25,11 @@ def compose_params(overrides=()) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def model_config(name) -> dict:
+    """conf/model/<name>.yaml as Hydra composes it (its own `defaults:` applied): one variant's config."""
+    return compose_params([f"model@variants.strong={name}"])["variants"]["strong"]
+
+
 def dump(params: dict) -> str:
     return HEADER + yaml.safe_dump(params, sort_keys=False)
 
