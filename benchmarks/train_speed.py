@@ -48,10 +48,8 @@ class StopAtTarget(keras.callbacks.Callback):
                 self.reached, self.model.stop_training = True, True
 
 
-def time_to_target(recipe, train, x_test, y_test, target, every, seed, max_epochs):
-    variant = model_config(recipe)
+def time_to_target(recipe, variant, train, x_test, y_test, target, every, seed, epochs):
     cfg = variant["train"]
-    epochs = max(cfg["epochs"], 1) if recipe == "fast" else max_epochs  # keras.io: train until it gets there
     keras.utils.set_random_seed(seed)
     model = build(variant["architecture"])
     model.compile(optimizer=optimizer({**cfg, "epochs": epochs}, math.ceil(len(train[1]) / cfg["batch_size"])),
@@ -78,8 +76,12 @@ def main():
     x_test = to_input(x_test)
     print(f"time to {args.target:.1%} test accuracy; {len(train[1])} training digits; "
           f"{os.cpu_count()} CPUs; keras {keras.__version__}")
-    baseline = time_to_target("cnn", train, x_test, y_test, args.target, args.check_every, args.seed, args.max_epochs)
-    fast = time_to_target("fast", train, x_test, y_test, args.target, args.check_every, args.seed, args.max_epochs)
+    keras_io, ours = model_config("cnn"), model_config("fast")
+    # keras.io's recipe trains until it gets there (up to --max-epochs); ours runs its own schedule once.
+    baseline = time_to_target("keras.io", keras_io, train, x_test, y_test, args.target, args.check_every,
+                              args.seed, args.max_epochs)
+    fast = time_to_target("fast", ours, train, x_test, y_test, args.target, args.check_every, args.seed,
+                          ours["train"]["epochs"])
     print(f"speed-up: {baseline / fast:.2f}x (keras.io {baseline:.1f} s / fast {fast:.1f} s)")
     return 0 if math.isfinite(fast) else 1
 
