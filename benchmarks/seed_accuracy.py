@@ -2,6 +2,7 @@
 
     python benchmarks/seed_accuracy.py strong_long --seeds 1 2 3
     python benchmarks/seed_accuracy.py strong --seeds 42 --epochs 3     # a quick look
+    python benchmarks/seed_accuracy.py strong --seeds 42 --set augment.elastic=1.5   # a variation
 
 Trains conf/model/<recipe>.yaml exactly as `train@<variant>` does (same data split, best epoch by
 validation accuracy) once per seed, and scores that epoch's weights on the test set. Prints one line
@@ -27,18 +28,19 @@ def main():
     parser.add_argument("recipe", help="a file name in conf/model/ without .yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="Hydra overrides of the recipe, e.g. augment.elastic=1.5 train.label_smoothing=0.1")
     parser.add_argument("--data", default="data/prepared")
     parser.add_argument("--history-dir", default="benchmarks/results", help="per-seed training curves (CSV)")
     args = parser.parse_args()
 
-    variant = model_config(args.recipe)
-    if args.epochs:
-        variant["train"]["epochs"] = args.epochs
+    variant = model_config(args.recipe, [*args.set, *([f"train.epochs={args.epochs}"] if args.epochs else [])])
     train, val = load_split("train", args.data), load_split("val", args.data)
     x_test, y_test = load_split("test", args.data)
     history_dir = Path(args.history_dir)
     history_dir.mkdir(parents=True, exist_ok=True)
-    print(f"{args.recipe}: {variant['train']['epochs']} epochs, seeds {args.seeds}, {os.cpu_count()} CPUs", flush=True)
+    print(f"{args.recipe} {' '.join(args.set)}: {variant['train']['epochs']} epochs, seeds {args.seeds}, "
+          f"{os.cpu_count()} CPUs", flush=True)
 
     results = []
     for seed in args.seeds:

@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py                # both recipes, then the ratio
     python benchmarks/train_speed.py --target 0.99 --check-every 50
+    python benchmarks/train_speed.py --set architecture.batch_norm=true    # a variation of ours
 
 Both recipes come from conf/model/ (fast.yaml, and cnn.yaml = keras.io's "Simple MNIST convnet":
 conv32-pool-conv64-pool-dropout-dense10, Adam, batch 128), train on the same prepared 55,000 digits
@@ -69,6 +70,8 @@ def main():
     parser.add_argument("--max-epochs", type=int, default=15, help="keras.io recipe's budget (its own epochs)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--data", default="data/prepared")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="Hydra overrides of our recipe (conf/model/fast.yaml), e.g. train.batch_size=256")
     args = parser.parse_args()
 
     train = load_split("train", args.data)
@@ -76,7 +79,7 @@ def main():
     x_test = to_input(x_test)
     print(f"time to {args.target:.1%} test accuracy; {len(train[1])} training digits; "
           f"{os.cpu_count()} CPUs; keras {keras.__version__}")
-    keras_io, ours = model_config("cnn"), model_config("fast")
+    keras_io, ours = model_config("cnn"), model_config("fast", args.set)
     # keras.io's recipe trains until it gets there (up to --max-epochs); ours runs its own schedule once.
     baseline = time_to_target("keras.io", keras_io, train, x_test, y_test, args.target, args.check_every,
                               args.seed, args.max_epochs)

@@ -2,7 +2,7 @@
 import yaml
 
 from conftest import ROOT
-from pipeline.params import compose_params, load
+from pipeline.params import compose_params, load, model_config
 
 
 def test_params_yaml_is_exactly_the_composition_of_conf():
@@ -28,3 +28,10 @@ def test_every_train_stage_declares_its_own_variant_params():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["train"]["foreach"] == "${variants}"
     assert "variants.${key}" in stages["train"]["do"]["params"]
+
+
+def test_a_model_config_composes_alone_with_overrides():
+    fast = model_config("fast", ["train.batch_size=256", "augment.elastic=1.5"])
+    assert fast["train"]["batch_size"] == 256 and fast["augment"]["elastic"] == 1.5
+    assert fast["architecture"] == model_config("fast")["architecture"]
+    assert model_config("cnn") == compose_params()["variants"]["cnn"]
