@@ -2,6 +2,7 @@
 import argparse
 import sys
 
+from serve.config import ConfigError
 from serve.model import ModelError
 
 
@@ -15,7 +16,7 @@ def main():
         from serve import create_app
 
         app = create_app()
-    except ModelError as e:
+    except (ModelError, ConfigError) as e:
         sys.exit(f"serve: {e}")
     print(f"serving {app.champion.label} on http://{args.host}:{args.port}")
     app.run(host=args.host, port=args.port)

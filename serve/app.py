@@ -2,26 +2,35 @@
 
     POST /predict   an image (multipart field `image` or `file`, a raw image/* body, or JSON
                     {"image": "<base64 or data: URL>"}) -> {"prediction", "confidence", "probabilities", "model"}
+    POST /predict/batch   multipart field `images`, repeated -> {"results": [one answer or error per image], "model"}
     GET  /health    alive (no model work)        GET /model   what is being served
 """
 import base64
 import binascii
-import os
 
 import numpy as np
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from serve.config import Settings
 from serve.images import ImageError, to_model_input
 from serve.model import load_champion
 
 
-def create_app(champion=None, max_upload_bytes=None):
+def create_app(champion=None, settings=None):
     """champion: a loaded serve.model.Champion (tests pass one); None resolves it from the registry
-    (MODEL_NAME, MODEL_ALIAS, MLFLOW_TRACKING_URI) and fails loudly if there is none."""
+    (MODEL_NAME, MODEL_ALIAS, MLFLOW_TRACKING_URI) and fails loudly if there is none.
+    settings: serve.config.Settings; None reads them from the environment."""
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes or int(os.environ.get("MAX_UPLOAD_BYTES", 10 * 1024 * 1024))
+    app.settings = settings = settings or Settings()
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.champion = champion or load_champion()
+
+    def answer(data: bytes) -> dict:
+        probabilities = app.champion.predict(to_model_input(data, settings.max_image_pixels))[0]
+        best = int(np.argmax(probabilities))
+        return {"prediction": best, "confidence": round(float(probabilities[best]), 6),
+                "probabilities": [round(float(p), 6) for p in probabilities], "model": app.champion.label}
 
     @app.errorhandler(ImageError)
     def image_error(e):
@@ -41,10 +50,24 @@ def create_app(champion=None, max_upload_bytes=None):
 
     @app.post("/predict")
     def predict():
-        probabilities = app.champion.predict(to_model_input(upload_bytes()))[0]
-        best = int(np.argmax(probabilities))
-        return {"prediction": best, "confidence": round(float(probabilities[best]), 6),
-                "probabilities": [round(float(p), 6) for p in probabilities], "model": app.champion.label}
+        return answer(upload_bytes())
+
+    @app.post("/predict/batch")
+    def predict_batch():
+        files = request.files.getlist("images")
+        if not files:
+            raise ImageError("no_image", "send the images as multipart fields named `images`, one per image")
+        if len(files) > settings.max_batch_images:
+            raise ImageError("too_many_images", f"{len(files)} images in one batch, the limit is "
+                             f"{settings.max_batch_images} (MAX_BATCH_IMAGES)", status=413)
+        results = []
+        for index, upload in enumerate(files):
+            try:  # one bad image is an error entry for that image, not a failed request
+                results.append({"index": index, "filename": upload.filename, **answer(upload.read())})
+            except ImageError as e:
+                results.append({"index": index, "filename": upload.filename,
+                                "error": {"code": e.code, "message": e.message, "status": e.status}})
+        return {"results": results, "model": app.champion.label}
 
     return app
 

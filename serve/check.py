@@ -3,10 +3,12 @@
 `make serve` runs it first, so a missing model is one readable line, not a gunicorn boot loop."""
 import sys
 
+from serve.config import ConfigError, Settings
 from serve.model import ModelError, load_champion
 
 try:
+    Settings()  # a bad limit in the environment is a startup error too
     champion = load_champion()
-except ModelError as e:
+except (ModelError, ConfigError) as e:
     sys.exit(f"serve: {e}")
 print(f"serve: champion {champion.label} ({champion.tags.get('variant')}), sha256 {champion.sha256[:12]}… verified")

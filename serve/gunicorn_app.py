@@ -2,12 +2,13 @@
 the worker with a clear message instead of serving without a model."""
 import sys
 
+from serve.config import ConfigError
 from serve.model import ModelError
 
 try:
     from serve import create_app
 
     app = create_app()
-except ModelError as e:
+except (ModelError, ConfigError) as e:
     print(f"serve: {e}", file=sys.stderr)
     sys.exit(4)  # gunicorn's "worker failed to boot": the master stops instead of respawning forever

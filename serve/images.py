@@ -10,7 +10,15 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-Image.MAX_IMAGE_PIXELS = 40_000_000  # Pillow's decompression-bomb guard stays on, at 40 MP
+# Pillow's own decompression-bomb guard stays on (it errors at 2x this); decode() refuses anything over
+# its max_pixels from the header first, before a byte of pixel data is decoded.
+Image.MAX_IMAGE_PIXELS = 40_000_000
+# What people upload. Pillow opens more (PSD, ICO, PCX, ...): those are refused as unsupported, not
+# guessed at. MPO is how many phones save JPEGs.
+FORMATS = {"PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP"}
+# Formats Pillow cannot rasterise that people still try: a 415 that names them beats "not an image".
+TEXT_FORMATS = {b"%PDF": "PDF", b"<svg": "SVG", b"<?xml": "SVG (XML)"}
+HEIF_BRANDS = {b"heic", b"heix", b"mif1", b"msf1", b"avif"}  # iPhone photos, AVIF: ISO boxes 'ftyp<brand>'
 
 
 class ImageError(ValueError):
@@ -21,12 +29,20 @@ class ImageError(ValueError):
         self.code, self.message, self.status = code, message, status
 
 
-def decode(data: bytes) -> np.ndarray:
+def decode(data: bytes, max_pixels: int = Image.MAX_IMAGE_PIXELS) -> np.ndarray:
     """Encoded image bytes -> float32 grayscale [H, W] in [0, 1], as a person would see it."""
     if not data:
         raise ImageError("empty", "the upload is empty")
+    kind = unsupported_kind(data[:64])
+    if kind:
+        raise ImageError("unsupported_type", f"{kind} is not supported: send {supported()}", status=415)
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        if image.format not in FORMATS:
+            raise ImageError("unsupported_type", f"{image.format} is not supported: send {supported()}", status=415)
+        if image.width * image.height > max_pixels:
+            raise ImageError("too_many_pixels", f"the image is {image.width}x{image.height} = "
+                             f"{image.width * image.height:,} pixels, over the limit of {max_pixels:,}", status=422)
         image.draft("L", (512, 512))  # JPEG: decode at reduced size, a 12 MP photo costs ~28x less
         image = ImageOps.exif_transpose(image)
         if image.width == 0 or image.height == 0:
@@ -44,6 +60,21 @@ def decode(data: bytes) -> np.ndarray:
             raise
         raise ImageError("corrupt_image", f"the image could not be decoded: {e}") from e
     return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def unsupported_kind(head: bytes):
+    """The name of a known format we refuse, from the first bytes; None if it is not one of them."""
+    text = head.lstrip()
+    for magic, name in TEXT_FORMATS.items():
+        if text.startswith(magic):
+            return name
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return "HEIF/AVIF"
+    return None
+
+
+def supported() -> str:
+    return ", ".join(sorted(FORMATS - {"MPO"}))
 
 
 def composite_alpha(rgba: Image.Image) -> Image.Image:
@@ -87,6 +118,6 @@ def normalise(gray: np.ndarray) -> np.ndarray:
     return out
 
 
-def to_model_input(data: bytes) -> np.ndarray:
+def to_model_input(data: bytes, max_pixels: int = Image.MAX_IMAGE_PIXELS) -> np.ndarray:
     """Bytes -> float32 [1, 28, 28, 1], ready for the model."""
-    return normalise(decode(data))[None, :, :, None]
+    return normalise(decode(data, max_pixels))[None, :, :, None]

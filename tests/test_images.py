@@ -62,15 +62,15 @@ def test_a_blank_page_normalises_to_nothing():
     assert normalise(decode(encoded(Image.new("L", (200, 200), 240), "PNG"))).max() == 0
 
 
-@pytest.mark.parametrize("data, code", [
-    (b"", "empty"),
-    (b"this is not an image at all", "not_an_image"),
-    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not_an_image"),
+@pytest.mark.parametrize("data, code, status", [
+    (b"", "empty", 400),
+    (b"this is not an image at all", "not_an_image", 400),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "unsupported_type", 415),  # a format, just not ours
 ])
-def test_bad_uploads_are_clear_errors(data, code):
+def test_bad_uploads_are_clear_errors(data, code, status):
     with pytest.raises(ImageError) as failure:
         decode(data)
-    assert failure.value.code == code and failure.value.status == 400
+    assert failure.value.code == code and failure.value.status == status
 
 
 def test_a_truncated_png_is_a_clear_error(digits):
