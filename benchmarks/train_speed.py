@@ -51,13 +51,13 @@ class StopAtTarget(keras.callbacks.Callback):
 
 def time_to_target(recipe, variant, train, x_test, y_test, target, every, seed, epochs):
     cfg = variant["train"]
+    steps_per_epoch = math.ceil(len(train[1]) / cfg["batch_size"])
     keras.utils.set_random_seed(seed)
     model = build(variant["architecture"])
-    model.compile(optimizer=optimizer({**cfg, "epochs": epochs}, math.ceil(len(train[1]) / cfg["batch_size"])),
+    model.compile(optimizer=optimizer({**cfg, "epochs": epochs}, steps_per_epoch),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]))
     stop = StopAtTarget(x_test, y_test, target, every)
     model.fit(dataset(*train, cfg["batch_size"], seed, variant["augment"]), epochs=epochs, callbacks=[stop], verbose=0)
-    steps_per_epoch = math.ceil(len(train[1]) / cfg["batch_size"])
     print(f"{recipe:>8}: {'reached' if stop.reached else 'MISSED'} {stop.accuracy:.2%} after {stop.steps} steps "
           f"({stop.steps / steps_per_epoch:.2f} epochs) in {stop.train_seconds:.1f} s of training", flush=True)
     return stop.train_seconds if stop.reached else math.inf

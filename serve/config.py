@@ -1,6 +1,6 @@
-"""Every serving setting, read from the environment once, with its default. The one place to look.
+"""The serving limits, read from the environment once, with their defaults. (Which model is served,
+MODEL_NAME / MODEL_ALIAS / MLFLOW_TRACKING_URI, is resolved in serve/model.py.)
 
-    MODEL_NAME=digits  MODEL_ALIAS=champion  MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db
     MAX_UPLOAD_BYTES=10485760   a request body over this is refused (413) before it is read
     MAX_IMAGE_PIXELS=40000000   an image over this is refused (422) from its header, before decoding
                                 (Pillow's bomb guard, set in serve/images.py, refuses over 80 MP whatever this says)

@@ -35,11 +35,11 @@ def decode(data: bytes, max_pixels: int = Image.MAX_IMAGE_PIXELS) -> np.ndarray:
         raise ImageError("empty", "the upload is empty")
     kind = unsupported_kind(data[:64])
     if kind:
-        raise ImageError("unsupported_type", f"{kind} is not supported: send {supported()}", status=415)
+        raise unsupported(kind)
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
         if image.format not in FORMATS:
-            raise ImageError("unsupported_type", f"{image.format} is not supported: send {supported()}", status=415)
+            raise unsupported(image.format)
         if image.width * image.height > max_pixels:
             raise ImageError("too_many_pixels", f"the image is {image.width}x{image.height} = "
                              f"{image.width * image.height:,} pixels, over the limit of {max_pixels:,}", status=422)
@@ -73,8 +73,9 @@ def unsupported_kind(head: bytes):
     return None
 
 
-def supported() -> str:
-    return ", ".join(sorted(FORMATS - {"MPO"}))
+def unsupported(kind) -> ImageError:
+    accepted = ", ".join(sorted(FORMATS - {"MPO"}))
+    return ImageError("unsupported_type", f"{kind} is not supported: send {accepted}", status=415)
 
 
 def composite_alpha(rgba: Image.Image) -> Image.Image:
