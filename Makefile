@@ -24,8 +24,7 @@ repro: install
 
 serve: install
 	$(BIN)/python -m serve.check || exit 1
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $${WORKERS:-2} --threads $${THREADS:-4} \
-		--timeout 30 --graceful-timeout 20 --access-logfile - 'serve.gunicorn_app:app'
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c serve/gunicorn.conf.py serve.gunicorn_app:app
 
 run: repro serve
 

@@ -1,59 +1,120 @@
-"""The Flask application factory: `create_app()` loads the champion once and serves it.
+"""The Flask application factory: `create_app()` loads the verified champion and serves it.
 
-    POST /predict   an image (multipart field `image` or `file`, a raw image/* body, or JSON
-                    {"image": "<base64 or data: URL>"}) -> {"prediction", "confidence", "probabilities", "model"}
-    POST /predict/batch   multipart field `images`, repeated -> {"results": [one answer or error per image], "model"}
-    GET  /health    alive (no model work)        GET /model   what is being served
+    POST /predict         one image -> {"prediction", "confidence", "probabilities", "model"}
+    POST /predict/batch   multipart field `images`, repeated -> {"results": [answer or error per image], "model"}
+    POST /read            a written number -> {"number", "digits": [{"prediction", "confidence", "box"}], "model"}
+    GET  /health  alive, no model work      GET /ready  a verified, self-tested model is loaded
+    GET  /model   what is being served      GET /metrics  Prometheus      GET /openapi.json, /docs
+
+An image comes as multipart field `image` (or `file`), a raw image/* body, or JSON
+{"image": "<base64 or data: URL>"}. Every error is JSON {"error": {"code", "message"}} with a 4xx status.
 """
 import base64
 import binascii
+import time
 
 import numpy as np
-from flask import Flask, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from serve import metrics
 from serve.config import Settings
-from serve.images import ImageError, to_model_input
-from serve.model import load_champion
+from serve.images import ImageError, decode, normalise, png_data_url, segment
+from serve.model import Registry, Serving, load_champion
+from serve.openapi import docs_page, openapi
 
 
-def create_app(champion=None, settings=None):
-    """champion: a loaded serve.model.Champion (tests pass one); None resolves it from the registry
-    (MODEL_NAME, MODEL_ALIAS, MLFLOW_TRACKING_URI) and fails loudly if there is none.
-    settings: serve.config.Settings; None reads them from the environment."""
+def create_app(champion=None, settings=None, registry=None):
+    """champion: a loaded serve.model.Champion (tests pass one); None loads the one the environment names
+    (MODEL_DIR, or MODEL_NAME@MODEL_ALIAS in MLFLOW_TRACKING_URI) and fails loudly if none verifies.
+    registry: where to look for alias moves (a serve.model.Registry); None: the environment's registry
+    when the champion came from it. settings: serve.config.Settings; None reads the environment."""
     app = Flask(__name__)
     app.settings = settings = settings or Settings()
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
-    app.champion = champion or load_champion()
+    if champion is None:
+        champion = load_champion(settings.onnx_threads)
+        if champion.source == "registry" and registry is None:
+            registry = Registry()
+    app.serving = serving = Serving(champion, registry, settings.onnx_threads, on_switch=switched)
+    metrics.MODEL.labels(champion.label).set(1)
+    serving.watch(settings.model_poll_seconds)
 
-    def answer(data: bytes) -> dict:
-        probabilities = app.champion.predict(to_model_input(data, settings.max_image_pixels))[0]
-        best = int(np.argmax(probabilities))
-        return {"prediction": best, "confidence": round(float(probabilities[best]), 6),
-                "probabilities": [round(float(p), 6) for p in probabilities], "model": app.champion.label}
+    def predictions(images28, champion):
+        """[N, 28, 28] -> one answer dict per image, all from the same champion."""
+        probabilities = champion.predict(np.stack(images28)[..., None])
+        answers = []
+        for image28, p in zip(images28, probabilities):
+            best = int(np.argmax(p))
+            metrics.PREDICTIONS.labels(str(best)).inc()
+            answer = {"prediction": best, "confidence": round(float(p[best]), 6),
+                      "probabilities": [round(float(x), 6) for x in p]}
+            if request.args.get("debug") in ("1", "true"):
+                answer["input"] = png_data_url(image28)  # the 28x28 the model saw
+            answers.append(answer)
+        return answers
+
+    def answer(data: bytes, champion) -> dict:
+        return predictions([normalise(decode(data, settings.max_image_pixels))], champion)[0]
+
+    @app.before_request
+    def start_clock():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def count(response):
+        route = request.url_rule.rule if request.url_rule else "unmatched"  # not the raw path: bounded labels
+        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        metrics.LATENCY.labels(route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        return response
 
     @app.errorhandler(ImageError)
     def image_error(e):
+        metrics.REJECTED.labels(e.code).inc()
         return error(e.code, e.message, e.status)
 
     @app.errorhandler(HTTPException)
     def http_error(e):  # 404, 405, 413 ... as JSON, like every other answer
-        return error(e.name.lower().replace(" ", "_"), e.description, e.code)
+        code = e.name.lower().replace(" ", "_")
+        if e.code == 413:
+            metrics.REJECTED.labels(code).inc()
+        return error(code, e.description, e.code)
 
     @app.get("/health")
     def health():
         return {"status": "ok"}
 
+    @app.get("/ready")
+    def ready():
+        # The champion was verified and self-tested before it was put in place: there is always one.
+        return {"status": "ready", "model": serving.champion.label, "last_switch_error": serving.last_error}
+
     @app.get("/model")
     def model():
-        return app.champion.describe()
+        return {**serving.champion.describe(), "last_switch_error": serving.last_error,
+                "polling_seconds": settings.model_poll_seconds if serving.registry else 0}
+
+    @app.get("/metrics")
+    def prometheus():
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    @app.get("/openapi.json")
+    def openapi_json():
+        return openapi(settings)
+
+    @app.get("/docs")
+    def docs():
+        return Response(docs_page(openapi(settings)), content_type="text/html; charset=utf-8")
 
     @app.post("/predict")
     def predict():
-        return answer(upload_bytes())
+        champion = serving.champion  # read once: an alias switch mid-request cannot mix two models
+        return {**answer(upload_bytes(), champion), "model": champion.label}
 
     @app.post("/predict/batch")
     def predict_batch():
+        champion = serving.champion
         files = request.files.getlist("images")
         if not files:
             raise ImageError("no_image", "send the images as multipart fields named `images`, one per image")
@@ -63,13 +124,30 @@ def create_app(champion=None, settings=None):
         results = []
         for index, upload in enumerate(files):
             try:  # one bad image is an error entry for that image, not a failed request
-                results.append({"index": index, "filename": upload.filename, **answer(upload.read())})
+                results.append({"index": index, "filename": upload.filename, **answer(upload.read(), champion)})
             except ImageError as e:
+                metrics.REJECTED.labels(e.code).inc()
                 results.append({"index": index, "filename": upload.filename,
                                 "error": {"code": e.code, "message": e.message, "status": e.status}})
-        return {"results": results, "model": app.champion.label}
+        return {"results": results, "model": champion.label}
+
+    @app.post("/read")
+    def read():
+        champion = serving.champion
+        found = segment(decode(upload_bytes(), settings.max_image_pixels))
+        digits = predictions([image28 for _, image28 in found], champion) if found else []
+        for (box, _), digit in zip(found, digits):
+            digit["box"] = box
+        return {"number": "".join(str(d["prediction"]) for d in digits), "digits": digits, "model": champion.label}
 
     return app
+
+
+def switched(outcome, old, new):
+    metrics.RELOADS.labels(outcome).inc()
+    if outcome == "switched":
+        metrics.MODEL.labels(old.label).set(0)
+        metrics.MODEL.labels(new.label).set(1)
 
 
 def error(code, message, status):
@@ -92,7 +170,8 @@ def upload_bytes() -> bytes:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as e:
             raise ImageError("bad_base64", f"the image field is not valid base64: {e}") from e
-    if (request.mimetype or "").startswith("image/") or request.mimetype == "application/octet-stream":
+    mimetype = request.mimetype or ""
+    if mimetype.startswith("image/") or mimetype in ("application/octet-stream", ""):  # "" is `curl -X POST -T f`
         return request.get_data()
     raise ImageError("no_image", "send the image as multipart field `image`, a raw image/* body, "
                                  'or JSON {"image": "<base64>"}')

@@ -1,11 +1,15 @@
-"""The serving limits, read from the environment once, with their defaults. (Which model is served,
-MODEL_NAME / MODEL_ALIAS / MLFLOW_TRACKING_URI, is resolved in serve/model.py.)
+"""The serving settings, read from the environment once, with their defaults. (Which model is served,
+MODEL_DIR or MODEL_NAME / MODEL_ALIAS / MLFLOW_TRACKING_URI, is resolved in serve/model.py; gunicorn's
+HOST / PORT / WORKERS / THREADS in serve/gunicorn.conf.py.)
 
     MAX_UPLOAD_BYTES=10485760   a request body over this is refused (413) before it is read
     MAX_IMAGE_PIXELS=40000000   an image over this is refused (422) from its header, before decoding
                                 (Pillow's bomb guard, set in serve/images.py, refuses over 80 MP whatever this says)
     MAX_BATCH_IMAGES=64         images per POST /predict/batch
+    MODEL_POLL_SECONDS=30       how often to ask the registry whether the alias moved (0: never)
+    ONNX_THREADS=1              onnxruntime threads per worker (workers x threads should not exceed the cores)
 """
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -14,21 +18,23 @@ class ConfigError(ValueError):
     """A setting in the environment that cannot be used; the message names it."""
 
 
-def env_int(name, default):
+def env_number(name, default, kind=int, minimum=1):
     value = os.environ.get(name)
     if value is None or value == "":
         return default
     try:
-        number = int(value)
+        number = kind(value)
     except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a whole number") from None
-    if number <= 0:
-        raise ConfigError(f"{name}={value!r} must be positive")
+        raise ConfigError(f"{name}={value!r} is not a {'whole ' if kind is int else ''}number") from None
+    if not (number >= minimum and math.isfinite(number)):  # also refuses nan and inf
+        raise ConfigError(f"{name}={value!r} must be at least {minimum}")
     return number
 
 
 @dataclass(frozen=True)
 class Settings:
-    max_upload_bytes: int = field(default_factory=lambda: env_int("MAX_UPLOAD_BYTES", 10 * 1024 * 1024))
-    max_image_pixels: int = field(default_factory=lambda: env_int("MAX_IMAGE_PIXELS", 40_000_000))
-    max_batch_images: int = field(default_factory=lambda: env_int("MAX_BATCH_IMAGES", 64))
+    max_upload_bytes: int = field(default_factory=lambda: env_number("MAX_UPLOAD_BYTES", 10 * 1024 * 1024))
+    max_image_pixels: int = field(default_factory=lambda: env_number("MAX_IMAGE_PIXELS", 40_000_000))
+    max_batch_images: int = field(default_factory=lambda: env_number("MAX_BATCH_IMAGES", 64))
+    model_poll_seconds: float = field(default_factory=lambda: env_number("MODEL_POLL_SECONDS", 30.0, float, 0))
+    onnx_threads: int = field(default_factory=lambda: env_number("ONNX_THREADS", 1))

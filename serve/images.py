@@ -5,6 +5,7 @@ normalise: LeCun's procedure for MNIST itself: find the ink, fit it into 20x20 k
 ratio (anti-aliased), and place it by centre of mass in 28x28. Skipping this is why demos that just
 resize the whole upload "always say 7".
 """
+import base64
 import io
 
 import numpy as np
@@ -90,33 +91,74 @@ def composite_alpha(rgba: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(gray * alpha + backdrop * (1 - alpha), 0, 255).astype(np.uint8))
 
 
-def normalise(gray: np.ndarray) -> np.ndarray:
-    """Grayscale [H, W] in [0, 1] -> float32 [28, 28] MNIST-style: white ink on black, 20x20 box,
-    centred by mass."""
+def ink_map(gray: np.ndarray):
+    """Grayscale [H, W] in [0, 1] -> ink strength [H, W] in [0, 1] (0 = background), or None if blank."""
     # Ink polarity: the background is what the border mostly is.
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     ink = 1.0 - gray if np.median(border) > 0.5 else gray.copy()
     # Flatten the background to 0 and stretch the ink to 1 (paper is rarely pure white).
     background, peak = np.median(ink), ink.max()
     if peak - background < 0.1:
-        return np.zeros((28, 28), np.float32)  # blank: nothing to centre
+        return None
     ink = np.clip((ink - background) / (peak - background), 0, 1)
     ink[ink < 0.2] = 0  # paper texture and JPEG noise are not ink
+    return ink if ink.any() else None
+
+
+def to_mnist(ink: np.ndarray) -> np.ndarray:
+    """Ink [H, W] -> float32 [28, 28]: cropped to the ink, fitted into 20x20 keeping the aspect ratio
+    (anti-aliased), placed by centre of mass in 28x28."""
+    out = np.zeros((28, 28), np.float32)
     rows, cols = np.flatnonzero(ink.max(axis=1)), np.flatnonzero(ink.max(axis=0))
+    if not len(rows):
+        return out
     crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    # Fit into 20x20 keeping the aspect ratio, anti-aliased.
     scale = 20.0 / max(crop.shape)
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
     small = np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize(size, Image.LANCZOS),
                        dtype=np.float32) / 255.0
-    # Place by centre of mass at the centre of the 28x28 canvas.
     mass = small.sum()
     cy, cx = ((np.indices(small.shape) * small).reshape(2, -1).sum(axis=1) / mass) if mass else (0, 0)
     top = int(np.clip(round(14 - cy), 0, 28 - small.shape[0]))
     left = int(np.clip(round(14 - cx), 0, 28 - small.shape[1]))
-    out = np.zeros((28, 28), np.float32)
     out[top:top + small.shape[0], left:left + small.shape[1]] = small
     return out
+
+
+def normalise(gray: np.ndarray) -> np.ndarray:
+    """Grayscale [H, W] in [0, 1] -> float32 [28, 28] MNIST-style: white ink on black, 20x20 box,
+    centred by mass. A blank image gives all zeros."""
+    ink = ink_map(gray)
+    return np.zeros((28, 28), np.float32) if ink is None else to_mnist(ink)
+
+
+def segment(gray: np.ndarray, min_share=0.02):
+    """A written number -> [(box [x, y, w, h], 28x28 digit)], left to right.
+
+    A first cut: digits are the runs of columns that hold ink, so uneven gaps and vertical jitter are
+    fine but touching digits read as one. Specks with under min_share of the largest run's ink are dropped."""
+    ink = ink_map(gray)
+    if ink is None:
+        return []
+    has_ink = np.concatenate([[False], ink.max(axis=0) > 0, [False]])
+    edges = np.flatnonzero(np.diff(has_ink.astype(np.int8)))
+    runs = list(zip(edges[::2], edges[1::2]))  # [start, stop) column ranges
+    masses = [ink[:, a:b].sum() for a, b in runs]
+    found = []
+    for (a, b), mass in zip(runs, masses):
+        if mass < min_share * max(masses):
+            continue
+        rows = np.flatnonzero(ink[:, a:b].max(axis=1))
+        top, bottom = rows[0], rows[-1] + 1
+        found.append(([int(a), int(top), int(b - a), int(bottom - top)], to_mnist(ink[top:bottom, a:b])))
+    return found
+
+
+def png_data_url(image28: np.ndarray) -> str:
+    """The 28x28 the model saw, as a small PNG data URL (for ?debug=1 and the web page)."""
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(image28, 0, 1) * 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def to_model_input(data: bytes, max_pixels: int = Image.MAX_IMAGE_PIXELS) -> np.ndarray:

@@ -1,16 +1,28 @@
-"""Find the registered champion in MLflow, fetch its model.onnx, verify it, run it with onnxruntime.
+"""Find the registered champion, fetch its model.onnx, verify it, run it with onnxruntime, and switch
+to a new version when the alias moves.
 
 Never TensorFlow here: onnxruntime answers a 28x28 digit in ~0.03 ms, TensorFlow takes ~3 s just to import.
+A model is served only after two checks: its sha256 equals the one the register stage recorded, and it
+reads the known digits in serve/selftest/ correctly through the same decode -> normalise -> model path
+as an upload.
 """
 import hashlib
+import json
+import logging
 import os
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+SELFTEST_DIR = Path(__file__).parent / "selftest"  # one real MNIST digit per class, named by its label
+METRIC_TAGS = ("val_accuracy", "test_accuracy", "temperature", "rejection_threshold", "test_ece_calibrated",
+               "latency_ms_median")
+log = logging.getLogger("serve.model")
 
 
 class ModelError(RuntimeError):
@@ -26,6 +38,8 @@ class Champion:
     sha256: str
     tags: dict
     session: object = field(repr=False)
+    source: str = "registry"
+    model_bytes: bytes = field(repr=False, default=b"")  # the verified file, for `python -m serve bundle`
 
     @property
     def label(self) -> str:
@@ -36,11 +50,10 @@ class Champion:
         return self.session.run(None, {self.session.get_inputs()[0].name: batch.astype(np.float32)})[0]
 
     def describe(self) -> dict:
-        metrics = {k: float(v) for k, v in self.tags.items()
-                   if k in ("val_accuracy", "test_accuracy", "temperature", "rejection_threshold",
-                            "test_ece_calibrated", "latency_ms_median")}
+        metrics = {k: float(v) for k, v in self.tags.items() if k in METRIC_TAGS}
         return {"name": self.name, "version": self.version, "alias": self.alias, "run_id": self.run_id,
-                "sha256": self.sha256, "variant": self.tags.get("variant"), "metrics": metrics}
+                "sha256": self.sha256, "variant": self.tags.get("variant"), "source": self.source,
+                "metrics": metrics}
 
 
 def onnx_session(model_bytes: bytes, threads=1):
@@ -56,44 +69,177 @@ def onnx_session(model_bytes: bytes, threads=1):
         raise ModelError(f"not a loadable ONNX model: {e}") from e
 
 
-def load_champion(name=None, alias=None, tracking_uri=None, threads=1) -> Champion:
-    """Resolve models:/name@alias, download model.onnx, check its sha256 against the registry's tag.
-    Unset arguments come from MODEL_NAME, MODEL_ALIAS and MLFLOW_TRACKING_URI."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow
-    from mlflow.exceptions import MlflowException
+def self_test(champion: Champion):
+    """Read the known digits through the upload path; a model that gets one wrong is not served."""
+    from serve.images import to_model_input
 
-    name = name or os.environ.get("MODEL_NAME", "digits")
-    alias = alias or os.environ.get("MODEL_ALIAS", "champion")
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise ModelError(f"no MLflow store at {uri}: run `make repro` (or `dvc repro`) to train and register a model")
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    files = sorted(SELFTEST_DIR.glob("*.png"))
+    batch = np.concatenate([to_model_input(f.read_bytes()) for f in files])
     try:
-        version = client.get_model_version_by_alias(name, alias)
-    except MlflowException as e:
-        raise ModelError(f"no model registered as {name}@{alias} in {uri}: run `make repro` to train and register "
-                         f"one ({e.message.splitlines()[0] if getattr(e, 'message', None) else e})") from e
-    expected = version.tags.get("model_sha256")
-    if not expected:
-        raise ModelError(f"{name} version {version.version} has no model_sha256 tag: it was not registered by "
-                         "the register stage, refusing to serve it")
-    cache = Path(tempfile.gettempdir()) / "digits-models" / f"{name}-{version.version}-{expected[:12]}"
-    cache.mkdir(parents=True, exist_ok=True)
-    onnx_file = cache / "model.onnx"
-    if not onnx_file.exists() or sha256(onnx_file.read_bytes()) != expected:
-        mlflow.set_tracking_uri(uri)
+        answers = champion.predict(batch).argmax(axis=1)
+    except Exception as e:  # a graph with the wrong input shape or type fails here, not on the first user
+        raise ModelError(f"{champion.label} cannot run on a [N, 28, 28, 1] float32 batch: {e}") from e
+    wrong = [f"{f.stem} read as {a}" for f, a in zip(files, answers) if str(a) != f.stem]
+    if wrong:
+        raise ModelError(f"{champion.label} failed its self-test on known digits: {', '.join(wrong)}")
+
+
+class Registry:
+    """models:/name@alias in an MLflow tracking store. Unset arguments come from MODEL_NAME, MODEL_ALIAS
+    and MLFLOW_TRACKING_URI."""
+
+    def __init__(self, name=None, alias=None, tracking_uri=None):
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        self.name = name or os.environ.get("MODEL_NAME", "digits")
+        self.alias = alias or os.environ.get("MODEL_ALIAS", "champion")
+        self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+    def __str__(self):
+        return f"models:/{self.name}@{self.alias} in {self.uri}"
+
+    def _client(self):
+        import mlflow
+
+        return mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)  # no global MLflow state
+
+    def _version(self):
+        from mlflow.exceptions import MlflowException
+
+        if self.uri.startswith("sqlite:///") and not Path(self.uri.removeprefix("sqlite:///")).exists():
+            raise ModelError(f"no MLflow store at {self.uri}: run `make repro` (or `dvc repro`) to train and "
+                             "register a model")
         try:
-            mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}/model.onnx", dst_path=str(cache))
-        except (MlflowException, OSError) as e:
-            raise ModelError(f"cannot fetch model.onnx of {name} version {version.version}: {e}") from e
-    model_bytes = onnx_file.read_bytes()  # verify and load the same bytes: no window to swap the file
+            return self._client().get_model_version_by_alias(self.name, self.alias)
+        except MlflowException as e:
+            first_line = str(getattr(e, "message", e)).splitlines()[0]
+            if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                raise ModelError(f"cannot reach the MLflow registry at {self.uri}: {first_line}") from e
+            raise ModelError(f"no model registered as {self.name}@{self.alias} in {self.uri}: run `make repro` to "
+                             f"train and register one ({first_line})") from e
+        except Exception as e:  # an unreachable tracking server, a locked or broken database ...
+            raise ModelError(f"cannot reach the MLflow registry at {self.uri}: {e}") from e
+
+    def version(self) -> str:
+        """The version the alias points to now (one registry query, no download)."""
+        return str(self._version().version)
+
+    def load(self, threads=1) -> Champion:
+        """Download the alias's model.onnx (cached by version and sha256), verify and self-test it."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        version = self._version()
+        expected = version.tags.get("model_sha256")
+        if not expected:
+            raise ModelError(f"{self.name} version {version.version} has no model_sha256 tag: it was not "
+                             "registered by the register stage, refusing to serve it")
+        cache = Path(tempfile.gettempdir()) / "digits-models" / f"{self.name}-{version.version}-{expected[:12]}"
+        cache.mkdir(parents=True, exist_ok=True)
+        onnx_file = cache / "model.onnx"
+        if not onnx_file.exists() or sha256(onnx_file.read_bytes()) != expected:
+            try:
+                source = self._client().get_model_version_download_uri(self.name, version.version)
+                mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/model.onnx", dst_path=str(cache),
+                                                    tracking_uri=self.uri)
+            except (MlflowException, OSError) as e:
+                raise ModelError(f"cannot fetch model.onnx of {self.name} version {version.version}: {e}") from e
+        return verified(onnx_file.read_bytes(), expected, threads, name=self.name, version=str(version.version),
+                        alias=self.alias, run_id=version.run_id or "", tags=dict(version.tags))
+
+
+def verified(model_bytes, expected_sha256, threads, **identity) -> Champion:
+    """Verify and load the same bytes (no window to swap the file in between), then self-test."""
     digest = sha256(model_bytes)
-    if digest != expected:
-        raise ModelError(f"model.onnx of {name} version {version.version} has sha256 {digest}, but the registry "
-                         f"says {expected}: the file is corrupt or was tampered with; refusing to serve it")
-    return Champion(name=name, version=str(version.version), alias=alias, run_id=version.run_id or "",
-                    sha256=digest, tags=dict(version.tags), session=onnx_session(model_bytes, threads))
+    where = f"{identity['name']} version {identity['version']}"
+    if digest != expected_sha256:
+        raise ModelError(f"model.onnx of {where} has sha256 {digest}, but its metadata says {expected_sha256}: "
+                         "the file is corrupt or was tampered with; refusing to serve it")
+    champion = Champion(sha256=digest, session=onnx_session(model_bytes, threads), model_bytes=model_bytes,
+                        **identity)
+    self_test(champion)
+    return champion
+
+
+def export_bundle(champion: Champion, folder: Path):
+    """A folder a container can serve without a registry: model.onnx + model.json (identity, sha256, tags)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(champion.model_bytes)
+    (folder / "model.json").write_text(json.dumps(
+        {"name": champion.name, "version": champion.version, "alias": champion.alias, "run_id": champion.run_id,
+         "sha256": champion.sha256, "tags": champion.tags}, indent=2, sort_keys=True) + "\n")
+
+
+def load_bundle(folder, threads=1) -> Champion:
+    """Serve a champion baked into the image (MODEL_DIR): still verified by sha256 and self-tested."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "model.json").read_text())
+        model_bytes = (folder / "model.onnx").read_bytes()
+    except (OSError, ValueError) as e:
+        raise ModelError(f"MODEL_DIR={folder} does not hold a model bundle (model.onnx + model.json): {e}") from e
+    return verified(model_bytes, meta["sha256"], threads, name=meta["name"], version=str(meta["version"]),
+                    alias=meta["alias"], run_id=meta["run_id"], tags=meta["tags"], source="bundle")
+
+
+def load_champion(threads=1) -> Champion:
+    """The champion named by the environment: MODEL_DIR (a baked-in bundle) or the MLflow registry."""
+    if os.environ.get("MODEL_DIR"):
+        return load_bundle(os.environ["MODEL_DIR"], threads)
+    return Registry().load(threads)
+
+
+class Serving:
+    """The champion being served now, and the switch to a new version when the alias moves.
+
+    A request reads `serving.champion` once and uses that object to the end, so a switch never drops or
+    mixes a request: the old session lives until its last request lets go of it. A new version is loaded,
+    verified and self-tested *before* the switch; if any check fails the old one keeps serving and the
+    reason is kept in `last_error` (shown by /model and /ready)."""
+
+    def __init__(self, champion: Champion, registry: Registry | None = None, threads=1, on_switch=None):
+        self.champion, self.registry, self.threads = champion, registry, threads
+        self.last_error, self.last_check = None, None
+        self.on_switch = on_switch or (lambda outcome, old, new: None)
+        self._lock = threading.Lock()  # one refresh at a time
+        self._stop = threading.Event()
+
+    def refresh(self) -> str:
+        """Ask the registry where the alias points; switch if it moved. Returns what happened."""
+        if self.registry is None:
+            return "fixed"
+        with self._lock:
+            self.last_check = time.time()
+            try:
+                if self.registry.version() == self.champion.version:
+                    self.last_error = None
+                    return "unchanged"
+                new = self.registry.load(self.threads)
+            except ModelError as e:
+                self.last_error = str(e)
+                log.error("keeping %s: %s", self.champion.label, e)
+                self.on_switch("refused", self.champion, None)
+                return "refused"
+            log.warning("switching from %s to %s", self.champion.label, new.label)
+            old, self.champion, self.last_error = self.champion, new, None
+            self.on_switch("switched", old, new)
+            return "switched"
+
+    def watch(self, interval: float):
+        """Poll the registry every `interval` seconds in a daemon thread (0 turns polling off)."""
+        if interval <= 0 or self.registry is None:
+            return
+
+        def loop():
+            while not self._stop.wait(interval):
+                try:
+                    self.refresh()
+                except Exception:  # never let the watcher die: log and poll again
+                    log.exception("model refresh failed")
+
+        threading.Thread(target=loop, name="champion-watch", daemon=True).start()
+
+    def stop(self):
+        self._stop.set()
 
 
 def sha256(data: bytes) -> str:

@@ -52,3 +52,19 @@ def png_bytes(array, mode="L"):
     buffer = io.BytesIO()
     Image.fromarray(array, mode=None).convert(mode).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def small_onnx(mnist, tmp_path_factory):
+    """model.onnx bytes of keras.io's convnet trained for 2 epochs on 6,000 real digits: a real model
+    with the registered model's contract, quick enough for the API tests."""
+    from pipeline.params import model_config
+    from pipeline.train import export_onnx, fit, to_input
+
+    variant = model_config("cnn", ["train.epochs=2"])
+    train = mnist["x_train"][:6000], mnist["y_train"][:6000]
+    val = mnist["x_train"][-1000:], mnist["y_train"][-1000:]
+    folder = tmp_path_factory.mktemp("model")
+    model, _ = fit(variant, 0, train, val, folder / "history.csv", verbose=0)
+    export_onnx(model, folder / "model.onnx", to_input(val[0][:8]))
+    return (folder / "model.onnx").read_bytes()

@@ -9,26 +9,16 @@ from PIL import Image
 
 from serve import create_app
 from serve.config import ConfigError, Settings
-from serve.model import Champion, onnx_session, sha256
+from serve.model import sha256, verified
 
 FORMATS = ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"]
 
 
 @pytest.fixture(scope="module")
-def champion(mnist, tmp_path_factory):
-    """keras.io's convnet trained for 2 epochs on 6,000 real digits, exported to ONNX, as the server loads it."""
-    from pipeline.params import model_config
-    from pipeline.train import export_onnx, fit, to_input
-
-    variant = model_config("cnn", ["train.epochs=2"])
-    train = mnist["x_train"][:6000], mnist["y_train"][:6000]
-    val = mnist["x_train"][-1000:], mnist["y_train"][-1000:]
-    folder = tmp_path_factory.mktemp("model")
-    model, _ = fit(variant, 0, train, val, folder / "history.csv", verbose=0)
-    export_onnx(model, folder / "model.onnx", to_input(val[0][:8]))
-    data = (folder / "model.onnx").read_bytes()
-    return Champion(name="digits", version="7", alias="champion", run_id="test", sha256=sha256(data),
-                    tags={"variant": "cnn"}, session=onnx_session(data))
+def champion(small_onnx):
+    """A real small model, verified and self-tested the way the server loads one."""
+    return verified(small_onnx, sha256(small_onnx), 1, name="digits", version="7", alias="champion",
+                    run_id="test", tags={"variant": "cnn"})
 
 
 @pytest.fixture

@@ -1,0 +1,39 @@
+"""gunicorn settings for `make serve` / `python -m serve`: `gunicorn -c serve/gunicorn.conf.py serve.gunicorn_app:app`.
+
+Sizing: inference is CPU work of ~0.1 ms per digit on one onnxruntime thread, decoding an upload is
+Pillow work that releases the GIL, and the rest is waiting on sockets. So one worker process per core
+(each with ONNX_THREADS=1, so workers never fight over cores) and a few threads per worker to overlap I/O.
+"""
+import os
+import shutil
+import tempfile
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WORKERS") or os.cpu_count() or 1)
+worker_class = "gthread"
+threads = int(os.environ.get("THREADS", "4"))
+timeout = 30  # a worker stuck this long is killed and replaced
+graceful_timeout = 20  # SIGTERM: stop accepting, finish in-flight requests for up to this long
+keepalive = 5
+accesslog = os.environ.get("ACCESS_LOG", "-")
+errorlog = "-"
+# No request line or header field can tie up a worker: gunicorn's defaults, stated.
+limit_request_line = 8190
+limit_request_fields = 100
+# gunicorn's runtime control socket lives at one fixed path per user: two servers (or a test beside a
+# running server) would fight over it, and nothing here needs it.
+control_socket_disable = True
+
+# One folder for the workers' Prometheus counters, made before any worker imports prometheus_client.
+metrics_dir = tempfile.mkdtemp(prefix="digits-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # a replaced worker's gauges leave the sum
+
+
+def on_exit(server):
+    shutil.rmtree(metrics_dir, ignore_errors=True)

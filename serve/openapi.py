@@ -1,0 +1,146 @@
+"""GET /openapi.json: the API as an OpenAPI 3.1 document, and GET /docs: the same, readable, with curl
+examples. Written by hand next to the routes in serve/app.py; tests check it against real answers."""
+import html
+import json
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def image_body(extra=""):
+    binary = {"type": "string", "format": "binary"}
+    return {"required": True, "description": "One image: PNG, JPEG, GIF, BMP, TIFF or WebP." + extra, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": {"image": binary, "file": binary},
+                                           "description": "the image in field `image` (or `file`)"}},
+        "image/*": {"schema": binary},
+        "application/octet-stream": {"schema": binary},
+        "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "string", "description": "base64, or a data: URL (what canvas.toDataURL gives)"}}}},
+    }}
+
+
+def errors(*statuses):
+    meaning = {400: "not an image, corrupt, truncated, empty, no image sent, bad base64",
+               413: "body over MAX_UPLOAD_BYTES (or too many images in a batch)",
+               415: "a format we do not take (SVG, PDF, HEIC, PSD, ...)",
+               422: "decodable but unusable: no pixels, or over MAX_IMAGE_PIXELS (checked from the header)"}
+    return {str(s): {"description": meaning[s], "content": {"application/json": {"schema": ERROR}}} for s in statuses}
+
+
+def json_response(description, schema):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+DEBUG = {"name": "debug", "in": "query", "required": False, "schema": {"type": "string", "enum": ["0", "1"]},
+         "description": "1: add `input`, the 28x28 image the model saw, as a PNG data URL"}
+
+
+def openapi(settings) -> dict:
+    probability = {"type": "number", "minimum": 0, "maximum": 1}
+    prediction = {"type": "object", "required": ["prediction", "confidence", "probabilities"], "properties": {
+        "prediction": {"type": "integer", "minimum": 0, "maximum": 9},
+        "confidence": probability,
+        "probabilities": {"type": "array", "items": probability, "minItems": 10, "maxItems": 10},
+        "input": {"type": "string", "description": "only with ?debug=1"}}}
+    model = {"type": "string", "description": "name@version of the model that answered", "example": "digits@1"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "digits", "version": "1.0.0",
+                 "description": "Handwritten digit recognition served from the MLflow-registered champion. "
+                                f"Limits: {settings.max_upload_bytes:,} bytes per request, "
+                                f"{settings.max_image_pixels:,} pixels per image, "
+                                f"{settings.max_batch_images} images per batch."},
+        "paths": {
+            "/predict": {"post": {
+                "summary": "Read one digit", "parameters": [DEBUG], "requestBody": image_body(),
+                "responses": {"200": json_response("the digit", {"allOf": [prediction, {
+                    "type": "object", "required": ["model"], "properties": {"model": model}}]}),
+                    **errors(400, 413, 415, 422)}}},
+            "/predict/batch": {"post": {
+                "summary": "Read many digits; a bad image is an error entry, not a failed request",
+                "parameters": [DEBUG],
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "properties": {"images": {
+                        "type": "array", "items": {"type": "string", "format": "binary"},
+                        "maxItems": settings.max_batch_images}}}}}},
+                "responses": {"200": json_response("one entry per image, in order", {
+                    "type": "object", "required": ["results", "model"], "properties": {"model": model, "results": {
+                        "type": "array", "items": {"allOf": [
+                            {"type": "object", "required": ["index"], "properties": {
+                                "index": {"type": "integer"}, "filename": {"type": ["string", "null"]},
+                                "error": {"type": "object", "properties": {
+                                    "code": {"type": "string"}, "message": {"type": "string"},
+                                    "status": {"type": "integer"}}}}},
+                            {"anyOf": [prediction, {"type": "object", "required": ["error"]}]}]}}}}),
+                    **errors(400, 413)}}},
+            "/read": {"post": {
+                "summary": "Read a written number, digit by digit, left to right", "parameters": [DEBUG],
+                "requestBody": image_body(),
+                "responses": {"200": json_response("the number", {
+                    "type": "object", "required": ["number", "digits", "model"], "properties": {
+                        "number": {"type": "string", "example": "2024"}, "model": model,
+                        "digits": {"type": "array", "items": {"allOf": [prediction, {
+                            "type": "object", "required": ["box"], "properties": {"box": {
+                                "type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
+                                "description": "[x, y, width, height] in the decoded image"}}}]}}}}),
+                    **errors(400, 413, 415, 422)}}},
+            "/health": {"get": {"summary": "The process is alive (no model work)", "responses": {
+                "200": json_response("alive", {"type": "object", "properties": {"status": {"const": "ok"}}})}}},
+            "/ready": {"get": {"summary": "A verified, self-tested model is loaded", "responses": {
+                "200": json_response("ready", {"type": "object", "required": ["status", "model"], "properties": {
+                    "status": {"const": "ready"}, "model": model,
+                    "last_switch_error": {"type": ["string", "null"]}}})}}},
+            "/model": {"get": {"summary": "The registered model being served", "responses": {
+                "200": json_response("name, version, alias, run id, sha256, metrics", {"type": "object", "properties": {
+                    "name": {"type": "string"}, "version": {"type": "string"}, "alias": {"type": "string"},
+                    "run_id": {"type": "string"}, "sha256": {"type": "string"}, "variant": {"type": ["string", "null"]},
+                    "source": {"enum": ["registry", "bundle"]}, "metrics": {"type": "object"},
+                    "last_switch_error": {"type": ["string", "null"]}, "polling_seconds": {"type": "number"}}})}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+                "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {
+                "200": json_response("OpenAPI 3.1", {"type": "object"})}}},
+            "/docs": {"get": {"summary": "This document as a page", "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        },
+        "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string", "example": "not_an_image"}, "message": {"type": "string"}}}}}}},
+    }
+
+
+EXAMPLES = {
+    "/predict": ["curl -F image=@digit.png http://HOST/predict", "curl -X POST -T digit.jpg http://HOST/predict",
+                 """curl -H 'Content-Type: application/json' -d '{"image": "'$(base64 -w0 digit.png)'"}' http://HOST/predict"""],
+    "/predict/batch": ["curl -F images=@a.png -F images=@b.jpg http://HOST/predict/batch"],
+    "/read": ["curl -F image=@number.png http://HOST/read"],
+}
+
+
+def docs_page(spec: dict) -> str:
+    """The document as one self-contained page (no CDN: many deployments have no internet)."""
+    parts = [f"<h1>{html.escape(spec['info']['title'])} API</h1><p>{html.escape(spec['info']['description'])}</p>",
+             '<p>Machine-readable: <a href="openapi.json">/openapi.json</a>. Errors are always JSON '
+             '<code>{"error": {"code", "message"}}</code>.</p>']
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            parts.append(f'<section><h2><span class="m">{method.upper()}</span> {html.escape(path)}</h2>'
+                         f"<p>{html.escape(op['summary'])}</p>")
+            for example in EXAMPLES.get(path, []):
+                parts.append(f"<pre>{html.escape(example)}</pre>")
+            if "requestBody" in op:
+                kinds = ", ".join(op["requestBody"]["content"])
+                parts.append(f"<p><b>Body:</b> {html.escape(kinds)}</p>")
+            rows = "".join(f"<tr><td>{s}</td><td>{html.escape(r['description'])}</td></tr>"
+                           for s, r in op["responses"].items())
+            parts.append(f"<table><tr><th>status</th><th>meaning</th></tr>{rows}</table>")
+            schema = op["responses"]["200"].get("content", {}).get("application/json", {}).get("schema")
+            if schema:
+                parts.append(f"<details><summary>answer schema</summary><pre>{html.escape(json.dumps(schema, indent=1))}"
+                             "</pre></details>")
+            parts.append("</section>")
+    style = ("body{font:16px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#111}"
+             "pre{background:#f3f3f3;padding:.6rem;overflow-x:auto}td,th{border-bottom:1px solid #ddd;padding:.2rem .6rem;"
+             "text-align:left}.m{background:#1a4d8f;color:#fff;padding:0 .4rem;border-radius:3px;font-size:.9em}")
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+            f'content="width=device-width,initial-scale=1"><title>digits API</title><style>{style}</style></head>'
+            f"<body>{''.join(parts)}</body></html>")
