@@ -1,8 +1,10 @@
 """gunicorn settings for `make serve` / `python -m serve`: `gunicorn -c serve/gunicorn.conf.py serve.gunicorn_app:app`.
 
-Sizing: inference is CPU work of ~0.1 ms per digit on one onnxruntime thread, decoding an upload is
-Pillow work that releases the GIL, and the rest is waiting on sockets. So one worker process per core
-(each with ONNX_THREADS=1, so workers never fight over cores) and a few threads per worker to overlap I/O.
+Sizing: a request is ~1 ms of CPU (decode, normalise, ~0.15 ms of onnxruntime, Flask), nearly all of it
+holding the GIL. So one worker process per core (each with ONNX_THREADS=1, so workers never fight over
+cores), and 2 threads per worker: one can wait on a slow client's upload while the other computes. More
+threads only queue on the GIL: at 8 concurrent clients on 2 cores, 4 threads per worker halved the
+/health rate and doubled /predict's p99 (docs/benchmarks.md).
 """
 import os
 import shutil
@@ -11,11 +13,12 @@ import tempfile
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WORKERS") or os.cpu_count() or 1)
 worker_class = "gthread"
-threads = int(os.environ.get("THREADS", "4"))
+threads = int(os.environ.get("THREADS", "2"))
 timeout = 30  # a worker stuck this long is killed and replaced
 graceful_timeout = 20  # SIGTERM: stop accepting, finish in-flight requests for up to this long
 keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG", "-")
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'  # with the time each request took
 errorlog = "-"
 # No request line or header field can tie up a worker: gunicorn's defaults, stated.
 limit_request_line = 8190

@@ -47,7 +47,11 @@ class Champion:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 [N, 28, 28, 1] in [0, 1] -> [N, 10] probabilities."""
-        return self.session.run(None, {self.session.get_inputs()[0].name: batch.astype(np.float32)})[0]
+        return self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
+
+    @property
+    def input_name(self) -> str:
+        return self.session.get_inputs()[0].name
 
     def describe(self) -> dict:
         metrics = {k: float(v) for k, v in self.tags.items() if k in METRIC_TAGS}
@@ -107,7 +111,8 @@ class Registry:
 
         if self.uri.startswith("sqlite:///") and not Path(self.uri.removeprefix("sqlite:///")).exists():
             raise ModelError(f"no MLflow store at {self.uri}: run `make repro` (or `dvc repro`) to train and "
-                             "register a model")
+                             "register a model, or point MLFLOW_TRACKING_URI at a tracking server, or MODEL_DIR at "
+                             "a bundle (`python -m serve bundle DIR`)")
         try:
             return self._client().get_model_version_by_alias(self.name, self.alias)
         except MlflowException as e:
