@@ -78,3 +78,22 @@ def test_a_truncated_png_is_a_clear_error(digits):
     with pytest.raises(ImageError) as failure:
         decode(data[: len(data) // 2])
     assert failure.value.code == "corrupt_image"
+
+
+@pytest.mark.parametrize("index", range(0, 30, 3))  # one real test digit of each class
+def test_a_phone_photo_under_a_lamp_comes_out_mnist_style(digits, index):
+    """Grey paper, light falling off across the page, a shadowed corner, sensor noise, a JPEG: a single
+    background level would call the dark side of the paper ink and crop to the shadow."""
+    digit = digits[0][index]
+    rng = np.random.default_rng(index)
+    h, w = 600, 800
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    paper = 120 + 90 * (x / w) + 30 * (y / h) - 40 * np.exp(-((x / w) ** 2 + (y / h - 1) ** 2) * 8)  # lamp + shadow
+    ink = np.asarray(Image.fromarray(digit).resize((180, 180), Image.BILINEAR), np.float32) / 255
+    top, left = 200 + int(rng.integers(-40, 40)), 300 + int(rng.integers(-80, 80))
+    paper[top:top + 180, left:left + 180] *= 1 - 0.65 * ink  # dark ink: a fraction of the light it sits in
+    photo = np.clip(paper + rng.normal(0, 4, paper.shape), 0, 255).astype(np.uint8)
+    rgb = Image.fromarray(photo).convert("RGB")
+    out = normalise(decode(encoded(rgb, "JPEG", quality=85)))
+    assert out[0].max() == 0 and out[:, 0].max() == 0
+    assert similarity(out, normalise(digit.astype(np.float32) / 255)) > 0.8
