@@ -54,7 +54,8 @@ def decode(data: bytes, max_pixels: int = Image.MAX_IMAGE_PIXELS) -> np.ndarray:
             # 16-bit grayscale (PNG, TIFF): Pillow's convert("L") clips at 255 instead of scaling, which
             # turns the whole page white. Scale by the bit depth instead.
             pixels = np.asarray(image, dtype=np.float32)
-            return pixels / (65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0)
+            scaled = pixels / (65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0)
+            return np.clip(scaled, 0.0, 1.0)  # mode "I" is 32-bit: out-of-range values stay in [0, 1]
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             image = composite_alpha(image.convert("RGBA"))
         else:
