@@ -4,7 +4,12 @@
 
 Test accuracy, per-class precision/recall/F1, confusion matrix, calibration (a temperature fitted on
 the validation split, expected calibration error before/after on test), a rejection threshold chosen
-on validation, and single-image latency with onnxruntime on one core. Writes reports/<variant>/
+on validation, the share of held-out generated non-digits it rejects (data/negatives/val.npz), and
+single-image latency with onnxruntime on one core.
+
+Rejection, for every variant: an image is "not a digit" when the calibrated probability of its best
+digit is under the threshold. A `reject: true` model puts its "not a digit" mass at index 10, which
+takes it away from every digit; a ten-class model can only be unsure. Writes reports/<variant>/
 (metrics.json for DVC, predictions.csv for DVC's confusion plot, PNG figures) and logs the same to
 the variant's MLflow run.
 """
@@ -15,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import tracking
+from pipeline import negatives, tracking
 from pipeline.params import load
 from pipeline.preprocess import load_split
 
@@ -169,14 +174,24 @@ def figures(out_dir, matrix, history_csv, calibration_before, calibration_after,
     plt.close(fig)
 
 
-def evaluate(model_path, val, test, cfg):
+def digit_confidence(probs):
+    """The probability of the best digit: what the server reports, and what rejection thresholds."""
+    return probs[:, :10].max(axis=1)
+
+
+def evaluate(model_path, val, test, cfg, val_negatives):
     """All the numbers for one model file; returns (metrics dict, details for figures and files)."""
     session = onnx_session(model_path)
     (x_val, y_val), (x_test, y_test) = val, test
-    p_val, p_test = predict(session, x_val), predict(session, x_test)
-    temperature = fit_temperature(p_val, y_val)
+    p_val, p_test, p_neg = predict(session, x_val), predict(session, x_test), predict(session, val_negatives)
+    if p_val.shape[1] == 11:  # the "not a digit" class is calibrated with the rest
+        temperature = fit_temperature(np.concatenate([p_val, p_neg]),
+                                      np.concatenate([y_val, np.full(len(p_neg), 10, y_val.dtype)]))
+    else:
+        temperature = fit_temperature(p_val, y_val)
     p_test_cal, p_val_cal = with_temperature(p_test, temperature), with_temperature(p_val, temperature)
-    threshold = float(np.quantile(p_val_cal.max(axis=1), cfg["max_val_rejection"]))
+    threshold = float(np.quantile(digit_confidence(p_val_cal), cfg["max_val_rejection"]))
+    p_test, p_test_cal = p_test[:, :10], p_test_cal[:, :10]  # from here on: which digit, and how sure
     predicted = p_test.argmax(axis=1)
     matrix = confusion_matrix(y_test, predicted)
     median_ms, p99_ms = latency_ms(model_path, (x_test[:1].astype(np.float32) / 255.0)[..., None], cfg["latency_repeats"])
@@ -190,6 +205,8 @@ def evaluate(model_path, val, test, cfg):
         "test_ece_calibrated": expected_calibration_error(p_test_cal, y_test, cfg["ece_bins"]),
         "rejection_threshold": threshold,
         "test_rejected_share": float((p_test_cal.max(axis=1) < threshold).mean()),
+        "val_non_digits_rejected": float((digit_confidence(with_temperature(p_neg, temperature)) < threshold).mean()),
+        "classes": int(p_val.shape[1]),
         "latency_ms_median": median_ms,
         "latency_ms_p99": p99_ms,
         "per_class": per_class(matrix),
@@ -209,7 +226,8 @@ def main(name):
     model_dir, out_dir = Path("models") / name, Path("reports") / name
     out_dir.mkdir(parents=True, exist_ok=True)
     run = json.loads((model_dir / "run.json").read_text())
-    metrics, details = evaluate(model_dir / "model.onnx", load_split("val"), load_split("test"), params["evaluate"])
+    metrics, details = evaluate(model_dir / "model.onnx", load_split("val"), load_split("test"), params["evaluate"],
+                                negatives.load_split("val"))
     metrics = {"variant": name, **metrics}
 
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -226,7 +244,8 @@ def main(name):
             mlflow.log_artifact(str(png), artifact_path="reports")
     print(f"evaluate: {name}: test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors), "
           f"val {metrics['val_accuracy']:.4f}, T={metrics['temperature']:.2f}, ECE {metrics['test_ece']:.4f} -> "
-          f"{metrics['test_ece_calibrated']:.4f}, {metrics['latency_ms_median']:.3f} ms/digit")
+          f"{metrics['test_ece_calibrated']:.4f}, non-digits rejected {metrics['val_non_digits_rejected']:.1%}, "
+          f"{metrics['latency_ms_median']:.3f} ms/digit")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,23 @@
 """Keras models built from a variant's `architecture` config (conf/model/*.yaml).
 
 Every model takes float32 [N, 28, 28, 1] in [0, 1] (white ink on black) and ends in a softmax over
-the ten digits: that is the model contract the exported model.onnx keeps.
+the ten digits, plus "not a digit" at index 10 for variants with `reject: true`: that is the model
+contract the exported model.onnx keeps.
 """
 import keras
 from keras import layers
 
 
-def dense(arch):
+def dense(arch, classes=10):
     x = inputs = keras.Input((28, 28, 1), name="image")
     x = layers.Flatten()(x)
     for units in arch["hidden"]:
         x = layers.Dense(units, activation="relu")(x)
         x = layers.Dropout(arch["dropout"])(x)
-    return keras.Model(inputs, layers.Dense(10, activation="softmax", name="probabilities")(x), name="dense")
+    return keras.Model(inputs, layers.Dense(classes, activation="softmax", name="probabilities")(x), name="dense")
 
 
-def cnn(arch):
+def cnn(arch, classes=10):
     x = inputs = keras.Input((28, 28, 1), name="image")
     for stage in arch["stages"]:
         for filters in stage:
@@ -35,13 +36,13 @@ def cnn(arch):
             x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
     x = layers.Dropout(arch["dropout"])(x)
-    return keras.Model(inputs, layers.Dense(10, activation="softmax", name="probabilities")(x), name="cnn")
+    return keras.Model(inputs, layers.Dense(classes, activation="softmax", name="probabilities")(x), name="cnn")
 
 
 BUILDERS = {"dense": dense, "cnn": cnn}
 
 
-def build(arch):
+def build(arch, classes=10):
     if arch["kind"] not in BUILDERS:
         raise ValueError(f"unknown architecture kind {arch['kind']!r}; known: {sorted(BUILDERS)}")
-    return BUILDERS[arch["kind"]](arch)
+    return BUILDERS[arch["kind"]](arch, classes)

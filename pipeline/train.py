@@ -3,7 +3,8 @@
     python -m pipeline.train cnn
 
 Reads the variant's config from params.yaml (composed from conf/model/<variant>.yaml). Writes
-models/<variant>/ (model.keras, model.onnx, run.json) and reports/<variant>/history.csv.
+models/<variant>/ (model.keras, model.onnx, run.json) and reports/<variant>/history.csv. A variant with
+`reject: true` also learns class 10, "not a digit", from data/negatives (pipeline/negatives.py).
 """
 import hashlib
 import json
@@ -21,10 +22,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline import tracking  # noqa: E402
-from pipeline.augment import random_warp  # noqa: E402
+from pipeline import negatives  # noqa: E402
+from pipeline.augment import random_stroke, random_warp  # noqa: E402
 from pipeline.models import build  # noqa: E402
 from pipeline.params import load  # noqa: E402
 from pipeline.preprocess import OUT_DIR as DATA_DIR, load_split  # noqa: E402
+
+
+CLASSES = [str(d) for d in range(10)] + ["not_a_digit"]  # index 10 only in `reject: true` variants
 
 
 def to_input(x_uint8):
@@ -32,14 +37,24 @@ def to_input(x_uint8):
     return (np.asarray(x_uint8, dtype=np.float32) / 255.0)[..., None]
 
 
-def dataset(x, y, batch_size, seed, augment=None):
-    ds = tf.data.Dataset.from_tensor_slices((to_input(x), keras.ops.one_hot(y, 10)))
+def dataset(x, y, batch_size, seed, augment=None, classes=10):
+    ds = tf.data.Dataset.from_tensor_slices((to_input(x), keras.ops.one_hot(y, classes)))
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     if augment and augment["enabled"]:
         params = {k: augment[k] for k in ("rotation_deg", "shift_px", "scale", "elastic")}
         ds = ds.map(lambda images, labels: (random_warp(images, **params), labels),
                     num_parallel_calls=tf.data.AUTOTUNE)
+        if augment.get("stroke"):
+            ds = ds.map(lambda images, labels: (random_stroke(images, augment["stroke"]), labels),
+                        num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def with_negatives(split, digits, negatives_dir=negatives.OUT_DIR):
+    """(x, y) digits plus the generated non-digits of the same split as class 10."""
+    x, y = digits
+    others = negatives.load_split(split, negatives_dir)
+    return np.concatenate([x, others]), np.concatenate([y, np.full(len(others), 10, y.dtype)])
 
 
 def optimizer(cfg, steps_per_epoch):
@@ -89,14 +104,15 @@ def fit(variant, seed, train, val, csv_path, mlflow=None, verbose=2):
     keras.utils.set_random_seed(seed)
     cfg = variant["train"]
     (x_train, y_train), (x_val, y_val) = train, val
-    model = build(variant["architecture"])
+    classes = 11 if variant.get("reject") else 10
+    model = build(variant["architecture"], classes)
     steps = math.ceil(len(x_train) / cfg["batch_size"])
     model.compile(optimizer=optimizer(cfg, steps),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]),
                   metrics=["accuracy"])
     log = EpochLog(mlflow, csv_path)
-    model.fit(dataset(x_train, y_train, cfg["batch_size"], seed, variant["augment"]),
-              validation_data=dataset(x_val, y_val, 1000, seed), epochs=cfg["epochs"],
+    model.fit(dataset(x_train, y_train, cfg["batch_size"], seed, variant["augment"], classes),
+              validation_data=dataset(x_val, y_val, 1000, seed, classes=classes), epochs=cfg["epochs"],
               callbacks=[log], verbose=verbose)
     model.set_weights(log.best_weights)
     return model, log
@@ -134,15 +150,19 @@ def main(name):
     out_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)
     train, val = load_split("train"), load_split("val")
+    if variant.get("reject"):
+        train, val = with_negatives("train", train), with_negatives("val", val)
 
     mlflow = tracking.setup()
     with mlflow.start_run(run_name=name) as run:
         mlflow.set_tags({"variant": name, "git_commit": tracking.git_commit(), "data_sha256": data_sha256(),
                          "stage": "train"})
         mlflow.log_params(tracking.flatten({"seed": seed, "data": params["data"], **variant}))
-        print(f"train: {name}: {len(train[1])} training digits, {len(val[1])} validation; MLflow run {run.info.run_id}")
+        print(f"train: {name}: {len(train[1])} training images, {len(val[1])} validation"
+              f"{' (digits and non-digits)' if variant.get('reject') else ''}; MLflow run {run.info.run_id}")
         started = time.perf_counter()
         model, log = fit(variant, seed, train, val, report_dir / "history.csv", mlflow)
+        classes = model.output_shape[-1]
         train_seconds = time.perf_counter() - started
         model.summary(print_fn=lambda line, **_: None)  # builds weights; count below
 
@@ -162,14 +182,14 @@ def main(name):
         # The served artifact: an MLflow ONNX model whose folder holds model.onnx (the model contract).
         # One self-contained file (no external-data side file): what gets hashed is all that gets loaded.
         info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="model", save_as_external_data=False,
-                                     metadata={"classes": list(range(10)), "input": "float32 [N,28,28,1] in [0,1], white ink on black"})
+                                     metadata={"classes": CLASSES[:classes], "input": "float32 [N,28,28,1] in [0,1], white ink on black"})
         with tempfile.TemporaryDirectory() as tmp:  # hash what MLflow stored, the file that gets served
             onnx_sha = file_sha256(Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp)) / "model.onnx")
         mlflow.set_tag("onnx_sha256", onnx_sha)
         run_info = {"variant": name, "run_id": run.info.run_id, "model_uri": info.model_uri,
                     "best_epoch": log.best_epoch, "best_val_accuracy": log.best_accuracy,
                     "train_seconds": round(train_seconds, 1), "onnx_sha256": onnx_sha, "onnx_max_abs_diff": max_diff,
-                    "parameters": model.count_params()}
+                    "parameters": model.count_params(), "class_names": CLASSES[:classes]}
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
     print(f"train: {name}: best val accuracy {log.best_accuracy:.4f} at epoch {log.best_epoch}, "
           f"{train_seconds:.0f}s, ONNX max |diff| {max_diff:.1e}")

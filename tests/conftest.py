@@ -1,6 +1,7 @@
 """Shared fixtures: real MNIST (fetched once per test session the way the download stage does it)."""
 import io
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -44,6 +45,38 @@ def digits(mnist):
     x, y = mnist["x_test"], mnist["y_test"]
     picks = np.concatenate([np.flatnonzero(y == d)[:3] for d in range(10)])
     return x[picks], y[picks]
+
+
+BIN = Path(sys.executable).parent
+
+
+def run(cmd, cwd, env, check=True):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def repo_files():
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    return [f for f in listed if f and (ROOT / f).is_file()]
+
+
+def run_pipeline(root, mnist_dir, *params_overrides):
+    """Copy the repository (its git-visible files) to root, compose params.yaml with the given Hydra
+    overrides and run the real `dvc repro` there. -> (the environment used, repro's stdout)."""
+    for name in repo_files():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, root / name)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MNIST_DIR": str(mnist_dir),
+           "PYTHONPATH": str(root)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        run(cmd, root, env)
+    run([sys.executable, "-m", "pipeline.params", *params_overrides], root, env)
+    return env, run([str(BIN / "dvc"), "repro"], root, env).stdout
 
 
 def png_bytes(array, mode="L"):

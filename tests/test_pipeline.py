@@ -4,7 +4,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,40 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
-
-BIN = Path(sys.executable).parent
-
-
-def run(cmd, cwd, env, check=True):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
-def repo_files():
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
-    return [f for f in listed if f and (ROOT / f).is_file()]
-
+from conftest import BIN, run, run_pipeline
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, mnist_dir):
     """A copy of the repository (its git-visible files) where the smoke pipeline has run once."""
     root = tmp_path_factory.mktemp("project")
-    for name in repo_files():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, root / name)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MNIST_DIR": str(mnist_dir),
-           "PYTHONPATH": str(root)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        run(cmd, root, env)
-    run([sys.executable, "-m", "pipeline.params", "+experiment=smoke"], root, env)
-    first = run([str(BIN / "dvc"), "repro"], root, env)
-    return root, env, first.stdout
+    env, log = run_pipeline(root, mnist_dir, "+experiment=smoke")
+    return root, env, log
 
 
 def mlflow_client(root):
@@ -57,7 +30,7 @@ def mlflow_client(root):
 
 def test_every_stage_ran(project):
     root, _, log = project
-    for stage in ("download", "preprocess", "train@dense", "train@cnn", "train@strong",
+    for stage in ("download", "preprocess", "negatives", "train@dense", "train@cnn", "train@strong", "train@robust",
                   "evaluate@dense", "evaluate@cnn", "evaluate@strong", "register"):
         assert f"Running stage '{stage}'" in log
     assert "from directory MNIST_DIR=" in log
@@ -72,7 +45,7 @@ def test_mlflow_has_one_run_per_variant_with_config_metrics_and_artifacts(projec
     mlflow, client = mlflow_client(root)
     experiment = client.get_experiment_by_name("digits")
     runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.info.run_name for r in runs) == ["cnn", "dense", "strong"]
+    assert sorted(r.info.run_name for r in runs) == ["cnn", "dense", "robust", "strong"]
     for r in runs:
         assert r.data.params["train.epochs"] == "2" and r.data.params["seed"] == "42"
         assert len(client.get_metric_history(r.info.run_id, "epoch_val_accuracy")) == 2  # per epoch
@@ -105,7 +78,7 @@ def test_onnx_and_keras_agree_on_real_digits(project, digits):
     root, _, _ = project
     mlflow, client = mlflow_client(root)
     version = client.get_model_version_by_alias("digits", "champion")
-    onnx_dir = mlflow.artifacts.download_artifacts(f"models:/digits@champion", dst_path=str(root / "check"))
+    onnx_dir = mlflow.artifacts.download_artifacts("models:/digits@champion", dst_path=str(root / "check"))
     session = ort.InferenceSession(str(Path(onnx_dir) / "model.onnx"))
     x = (digits[0].astype(np.float32) / 255)[..., None]
     keras_model = keras.models.load_model(root / "models" / version.tags["variant"] / "model.keras")

@@ -1,0 +1,180 @@
+"""Stage `negatives`: things people upload that are not digits, as the server's normaliser sees them.
+
+    python -m pipeline.negatives
+
+A model that only ever saw digits calls a letter, a doodle or a photo of a shirt "7, 99% sure". The
+variants with `reject: true` learn an eleventh class, "not a digit", from these. Each example is drawn
+as a whole upload (a page with letters, a scribble, shapes, a texture) and then goes through
+serve.images.normalise, the exact code that turns a real upload into the model's 28x28: the model
+learns what the server will actually show it. Writes data/negatives/{train,val}.npy (uint8
+[N, 28, 28], white on black like MNIST) and {train,val}_kind.npy (which generator made each).
+Plain .npy, not .npz: the bytes depend only on the content, so when serve/images.py changes without
+changing what normalise() outputs, the rerun writes identical files and DVC retrains nothing.
+
+Fonts are matplotlib's bundled DejaVu, STIX and Computer Modern; benchmarks/robustness.py draws its
+letters in Pillow's own font, which training never sees.
+"""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from pipeline.params import load
+from serve.images import normalise
+
+OUT_DIR = Path("data/negatives")
+# Letters and symbols only: glyphs that are digits in many hands (O o D I l i | S s Z z G g q b B) are out.
+GLYPHS = "ACEFHJKLMNPRTUVWXYacefhjkmnprtuvwxy#?&@%*+=!<>{}[]~^πΣΩλ✓✗★♥"
+
+
+def fonts():
+    import matplotlib
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    return sorted(str(p) for p in folder.glob("*.ttf")
+                  if p.name.startswith(("DejaVu", "STIXGeneral", "cmr", "cmss", "cmti", "cmb")))
+
+
+def page(rng, low=64, high=320):
+    """A blank page: a paper level in [0, 1] (usually light) with its size."""
+    w, h = (int(v) for v in rng.integers(low, high + 1, size=2))
+    return Image.new("L", (w, h), int(rng.uniform(200, 255))), int(rng.uniform(0, 90))
+
+
+def glyphs(rng, font_files):
+    """One to three letters or symbols in a random font, size, weight and tilt."""
+    image, ink = page(rng)
+    text = "".join(rng.choice(list(GLYPHS), size=int(rng.choice([1, 1, 1, 2, 3]))))
+    font = ImageFont.truetype(str(rng.choice(font_files)), size=int(min(image.size) * rng.uniform(0.35, 0.8)))
+    layer = Image.new("L", image.size, 0)
+    ImageDraw.Draw(layer).text((image.width / 2, image.height / 2), text, font=font, fill=255, anchor="mm",
+                               stroke_width=int(rng.integers(0, 4)), stroke_fill=255)
+    layer = layer.rotate(float(rng.uniform(-20, 20)), Image.BILINEAR)
+    return Image.composite(Image.new("L", image.size, ink), image, layer)
+
+
+def scribble(rng, *_):
+    """A doodle: a smooth random curve with many turns, a zigzag, a spiral or a cross-hatch."""
+    image, ink = page(rng)
+    w, h = image.size
+    draw = ImageDraw.Draw(image)
+    width = max(2, int(min(w, h) * rng.uniform(0.02, 0.1)))
+    kind = rng.integers(4)
+    if kind == 0:  # random walk, smoothed: many turns, not a single stroke that could be a 1 or a 7
+        points = np.cumsum(rng.normal(0, 0.25, size=(int(rng.integers(6, 16)), 2)), axis=0)
+        t = np.linspace(0, len(points) - 1, 200)
+        curve = np.stack([np.interp(t, np.arange(len(points)), points[:, i]) for i in (0, 1)], axis=1)
+    elif kind == 1:  # zigzag
+        n = int(rng.integers(4, 10))
+        curve = np.stack([np.linspace(0, 1, n), np.tile([0.0, 1.0], n)[:n] * rng.uniform(0.3, 1)], axis=1)
+    elif kind == 2:  # spiral
+        t = np.linspace(0, rng.uniform(4, 7) * np.pi, 200)  # two turns or more: not a 6
+        curve = np.stack([t * np.cos(t), t * np.sin(t)], axis=1)
+    else:  # cross-hatching: a few roughly horizontal and roughly vertical strokes
+        for _ in range(int(rng.integers(2, 5))):
+            a, b = sorted(rng.uniform(0.1, 0.9, 2))
+            y, x = rng.uniform(0.1, 0.9, 2)
+            draw.line([(a * w, y * h), (b * w, (y + rng.uniform(-0.1, 0.1)) * h)], fill=ink, width=width)
+            draw.line([(x * w, a * h), ((x + rng.uniform(-0.1, 0.1)) * w, b * h)], fill=ink, width=width)
+        return image
+    curve = (curve - curve.min(axis=0)) / np.maximum(np.ptp(curve, axis=0), 1e-6)
+    curve = 0.1 + 0.8 * curve
+    draw.line([(float(x * w), float(y * h)) for x, y in curve], fill=ink, width=width, joint="curve")
+    return image
+
+
+def shapes(rng, *_):
+    """Filled or outlined shapes, one to five. A lone outlined ellipse is a zero, so ellipses are filled
+    or come with company."""
+    image, ink = page(rng)
+    draw = ImageDraw.Draw(image)
+    w, h = image.size
+    count = int(rng.integers(1, 6))
+    for _ in range(count):
+        cx, cy, r = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h, rng.uniform(0.1, 0.4) * min(w, h)
+        filled = rng.random() < 0.5
+        kw = {"fill": ink if filled else None, "outline": ink, "width": max(2, int(r * rng.uniform(0.08, 0.3)))}
+        kind = rng.integers(5)
+        if kind == 0:
+            draw.rectangle([cx - r, cy - r * rng.uniform(0.3, 1), cx + r, cy + r * rng.uniform(0.3, 1)], **kw)
+        elif kind == 1:
+            draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], **kw)
+        elif kind == 2:
+            draw.regular_polygon((cx, cy, r), int(rng.integers(5, 9)), rotation=float(rng.uniform(0, 90)), **kw)
+        elif kind == 3:  # a star
+            angles = np.linspace(0, 2 * np.pi, 11)[:-1] + rng.uniform(0, np.pi)
+            radii = np.where(np.arange(10) % 2, r * 0.45, r)
+            draw.polygon([(cx + q * np.cos(a), cy + q * np.sin(a)) for q, a in zip(radii, angles)], **kw)
+        elif filled or count > 1:
+            draw.ellipse([cx - r, cy - r * rng.uniform(0.5, 1), cx + r, cy + r], **{**kw, "fill": ink if filled else None})
+    return image
+
+
+def texture(rng, *_):
+    """What a camera sees when it is not pointed at writing: noise, fabric, tiles, blobs of light."""
+    # Never a tall thin strip: filled with texture, that is a "1" drawn with a marker.
+    w = int(rng.integers(48, 300))
+    h = int(w * rng.uniform(0.6, 1.6))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    kind = rng.integers(5)
+    if kind == 0:
+        value = rng.random((h, w))
+    elif kind == 1:
+        angle, period = rng.uniform(0, np.pi), rng.uniform(4, 40)
+        value = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
+    elif kind == 2:
+        cell = rng.uniform(5, 50)
+        value = ((xx // cell + yy // cell) % 2).astype(np.float32)
+    elif kind == 3:
+        value = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(2, 9))):
+            cy, cx, s = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.03, 0.3) * max(w, h)
+            value += rng.uniform(-1, 1) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    else:  # speckle: dust, a grainy photo of a table
+        value = (rng.random((h, w)) < rng.uniform(0.01, 0.2)).astype(np.float32)
+    value = (value - value.min()) / max(float(np.ptp(value)), 1e-6)
+    value = value * rng.uniform(0.3, 1) + rng.normal(0, 0.03, size=value.shape)
+    image = Image.fromarray((np.clip(value, 0, 1) * 255).astype(np.uint8))
+    return image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 1.5))))
+
+
+GENERATORS = {"glyphs": glyphs, "scribble": scribble, "shapes": shapes, "texture": texture}
+
+
+def generate(n, seed):
+    """(x uint8 [n, 28, 28] as the normaliser outputs them, kind names [n]). Blank results are skipped:
+    the server answers those "blank" before the model runs."""
+    rng = np.random.default_rng(seed)
+    font_files = fonts()
+    kinds, images = list(GENERATORS), []
+    names = []
+    while len(images) < n:
+        kind = kinds[len(images) % len(kinds)]
+        gray = np.asarray(GENERATORS[kind](rng, font_files), np.float32) / 255.0
+        if rng.random() < 0.15:  # light on dark: chalk, a screenshot in dark mode
+            gray = 1.0 - gray
+        image28 = normalise(gray)
+        if image28.any():
+            images.append((image28 * 255).round().astype(np.uint8))
+            names.append(kind)
+    return np.stack(images), np.array(names)
+
+
+def load_split(name, directory=OUT_DIR):
+    return np.load(Path(directory) / f"{name}.npy")
+
+
+def main():
+    params = load()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    for split, stream in (("train", 1), ("val", 2)):
+        x, kind = generate(params["negatives"][split], [params["seed"], stream])
+        for path, array in ((OUT_DIR / f"{split}.npy", x), (OUT_DIR / f"{split}_kind.npy", kind)):
+            partial = path.with_suffix(".partial.npy")
+            np.save(partial, array)
+            partial.replace(path)
+        print(f"negatives: {split}: {len(x)} ({', '.join(f'{k} {(kind == k).sum()}' for k in GENERATORS)})")
+
+
+if __name__ == "__main__":
+    main()
