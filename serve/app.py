@@ -1,8 +1,10 @@
 """The Flask application factory: `create_app()` loads the verified champion and serves it.
 
-    POST /predict         one image -> {"prediction", "confidence", "probabilities", "model"}
+    POST /predict         one image -> {"prediction", "confidence", "probabilities", "not_a_digit", "model"}
+                          (prediction null + "reason": "blank" or "not_a_digit" when it is no digit)
     POST /predict/batch   multipart field `images`, repeated -> {"results": [answer or error per image], "model"}
     POST /read            a written number -> {"number", "digits": [{"prediction", "confidence", "box"}], "model"}
+                          (number null + "reason" when the page is blank or a piece is not a digit)
     GET  /health  alive, no model work      GET /ready  a verified, self-tested model is loaded
     GET  /model   what is being served      GET /metrics  Prometheus      GET /openapi.json, /docs
 
@@ -19,8 +21,9 @@ from werkzeug.exceptions import HTTPException
 
 from serve import metrics
 from serve.config import Settings
-from serve.images import ImageError, decode, normalise, png_data_url, segment
+from serve.images import ImageError, decode, normalise, png_data_url
 from serve.model import Registry, Serving, load_champion
+from serve.segment import read as read_number
 from serve.openapi import docs_page, openapi
 
 
@@ -41,14 +44,21 @@ def create_app(champion=None, settings=None, registry=None):
     serving.watch(settings.model_poll_seconds)
 
     def predictions(images28, champion):
-        """[N, 28, 28] -> one answer dict per image, all from the same champion."""
-        probabilities = champion.predict(np.stack(images28)[..., None])
+        """[N, 28, 28] -> one answer dict per image, all from the same champion. Confidence is calibrated
+        (the registered temperature); under the registered threshold the answer is "not a digit"."""
+        probabilities = champion.calibrated(np.stack(images28)[..., None])
         answers = []
         for image28, p in zip(images28, probabilities):
-            best = int(np.argmax(p))
-            metrics.PREDICTIONS.labels(str(best)).inc()
-            answer = {"prediction": best, "confidence": round(float(p[best]), 6),
-                      "probabilities": [round(float(x), 6) for x in p]}
+            digits = p[:10]
+            best = int(np.argmax(digits))
+            answer = {"prediction": best, "confidence": round(float(digits[best]), 6),
+                      "probabilities": [round(float(x), 6) for x in digits],
+                      "not_a_digit": round(max(0.0, 1.0 - float(digits.sum())), 6)}
+            if not image28.any():  # no ink at all: the model's opinion of an empty square means nothing
+                answer.update(prediction=None, reason="blank", confidence=0.0, probabilities=[0.0] * 10, not_a_digit=1.0)
+            elif digits[best] < champion.rejection_threshold:
+                answer.update(prediction=None, reason="not_a_digit")
+            metrics.PREDICTIONS.labels(str(answer["prediction"]) if answer["prediction"] is not None else answer["reason"]).inc()
             if request.args.get("debug") in ("1", "true"):
                 answer["input"] = png_data_url(image28)  # the 28x28 the model saw
             answers.append(answer)
@@ -79,6 +89,10 @@ def create_app(champion=None, settings=None, registry=None):
         if e.code == 413:
             metrics.REJECTED.labels(code).inc()
         return error(code, e.description, e.code)
+
+    @app.get("/")
+    def page():  # the web page (serve/static/): plain HTML/CSS/JS that talks to the API below, no CDN
+        return app.send_static_file("index.html")
 
     @app.get("/health")
     def health():
@@ -134,10 +148,14 @@ def create_app(champion=None, settings=None, registry=None):
     @app.post("/read")
     def read():
         champion = serving.champion
-        found = segment(decode(upload_bytes(), settings.max_image_pixels))
+        found = read_number(decode(upload_bytes(), settings.max_image_pixels), champion.calibrated)
         digits = predictions([image28 for _, image28 in found], champion) if found else []
         for (box, _), digit in zip(found, digits):
             digit["box"] = box
+        if not digits:
+            return {"number": None, "reason": "blank", "digits": [], "model": champion.label}
+        if any(d["prediction"] is None for d in digits):  # a number with a hole in it is not that number
+            return {"number": None, "reason": "not_a_digit", "digits": digits, "model": champion.label}
         return {"number": "".join(str(d["prediction"]) for d in digits), "digits": digits, "model": champion.label}
 
     return app

@@ -21,7 +21,7 @@ import numpy as np
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 SELFTEST_DIR = Path(__file__).parent / "selftest"  # one real MNIST digit per class, named by its label
 METRIC_TAGS = ("val_accuracy", "test_accuracy", "temperature", "rejection_threshold", "test_ece_calibrated",
-               "latency_ms_median")
+               "val_non_digits_rejected", "latency_ms_median")
 log = logging.getLogger("serve.model")
 
 
@@ -46,8 +46,27 @@ class Champion:
         return f"{self.name}@{self.version}"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """float32 [N, 28, 28, 1] in [0, 1] -> [N, 10] probabilities."""
+        """float32 [N, 28, 28, 1] in [0, 1] -> [N, 10] probabilities (or [N, 11]: index 10 is "not a digit")."""
         return self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
+
+    @property
+    def temperature(self) -> float:
+        """Fitted on the validation split by the evaluate stage (1 = as trained)."""
+        return float(self.tags.get("temperature", 1.0))
+
+    @property
+    def rejection_threshold(self) -> float:
+        """Under this calibrated probability of its best digit, an image is "not a digit" (0 = never)."""
+        return float(self.tags.get("rejection_threshold", 0.0))
+
+    def calibrated(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities with the registered temperature applied: softmax(log p / T), over every class."""
+        probabilities = self.predict(batch)
+        if self.temperature == 1.0:
+            return probabilities
+        logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / self.temperature
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
 
     @property
     def input_name(self) -> str:
@@ -80,10 +99,15 @@ def self_test(champion: Champion):
     files = sorted(SELFTEST_DIR.glob("*.png"))
     batch = np.concatenate([to_model_input(f.read_bytes()) for f in files])
     try:
-        answers = champion.predict(batch).argmax(axis=1)
+        probabilities = champion.calibrated(batch)
     except Exception as e:  # a graph with the wrong input shape or type fails here, not on the first user
         raise ModelError(f"{champion.label} cannot run on a [N, 28, 28, 1] float32 batch: {e}") from e
+    if probabilities.ndim != 2 or probabilities.shape[1] not in (10, 11):
+        raise ModelError(f"{champion.label} answers shape {list(probabilities.shape)}, not [N, 10] or [N, 11]")
+    answers, confidence = probabilities[:, :10].argmax(axis=1), probabilities[:, :10].max(axis=1)
     wrong = [f"{f.stem} read as {a}" for f, a in zip(files, answers) if str(a) != f.stem]
+    wrong += [f"{f.stem} rejected as not a digit ({c:.3f} < {champion.rejection_threshold:.3f})"
+              for f, c in zip(files, confidence) if c < champion.rejection_threshold]
     if wrong:
         raise ModelError(f"{champion.label} failed its self-test on known digits: {', '.join(wrong)}")
 

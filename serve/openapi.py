@@ -36,10 +36,15 @@ DEBUG = {"name": "debug", "in": "query", "required": False, "schema": {"type": "
 
 def openapi(settings) -> dict:
     probability = {"type": "number", "minimum": 0, "maximum": 1}
-    prediction = {"type": "object", "required": ["prediction", "confidence", "probabilities"], "properties": {
-        "prediction": {"type": "integer", "minimum": 0, "maximum": 9},
-        "confidence": probability,
-        "probabilities": {"type": "array", "items": probability, "minItems": 10, "maxItems": 10},
+    prediction = {"type": "object", "required": ["prediction", "confidence", "probabilities", "not_a_digit"], "properties": {
+        "prediction": {"type": ["integer", "null"], "minimum": 0, "maximum": 9,
+                       "description": "null when the image is not a digit; `reason` says why"},
+        "reason": {"type": "string", "enum": ["blank", "not_a_digit"],
+                   "description": "only when prediction is null: no ink at all, or ink that is no digit"},
+        "confidence": {**probability, "description": "calibrated probability of the most likely digit"},
+        "probabilities": {"type": "array", "items": probability, "minItems": 10, "maxItems": 10,
+                          "description": "calibrated, digits 0-9"},
+        "not_a_digit": {**probability, "description": "calibrated probability that this is no digit at all"},
         "input": {"type": "string", "description": "only with ?debug=1"}}}
     model = {"type": "string", "description": "name@version of the model that answered", "example": "digits@1"}
     return {
@@ -77,7 +82,9 @@ def openapi(settings) -> dict:
                 "requestBody": image_body(),
                 "responses": {"200": json_response("the number", {
                     "type": "object", "required": ["number", "digits", "model"], "properties": {
-                        "number": {"type": "string", "example": "2024"}, "model": model,
+                        "number": {"type": ["string", "null"], "example": "2024",
+                                   "description": "null when nothing was written or a piece is not a digit"},
+                        "reason": {"type": "string", "enum": ["blank", "not_a_digit"]}, "model": model,
                         "digits": {"type": "array", "items": {"allOf": [prediction, {
                             "type": "object", "required": ["box"], "properties": {"box": {
                                 "type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
@@ -100,6 +107,8 @@ def openapi(settings) -> dict:
             "/openapi.json": {"get": {"summary": "This document", "responses": {
                 "200": json_response("OpenAPI 3.1", {"type": "object"})}}},
             "/docs": {"get": {"summary": "This document as a page", "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/": {"get": {"summary": "The web page: draw a digit or upload a photo (uses the routes above)", "responses": {
                 "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
         },
         "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {

@@ -35,6 +35,12 @@ def on_paper(digit, fmt="PNG"):
     return buffer.getvalue()
 
 
+def png(array):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def error_of(response, status, code):
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.get_json()["error"]["code"] == code
@@ -58,6 +64,44 @@ def test_predict_answers_in_every_way_a_client_sends_an_image(client, digits):
         assert body["prediction"] == label and body["model"] == "digits@7"
         assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-3
         assert body["confidence"] == max(body["probabilities"])
+
+
+def test_a_blank_page_is_no_digit_and_says_so(client):
+    for page in (np.full((120, 90), 255, np.uint8), np.full((60, 60), 0, np.uint8)):
+        body = client.post("/predict", data=png(page), content_type="image/png").get_json()
+        assert body["prediction"] is None and body["reason"] == "blank" and body["confidence"] == 0.0
+
+
+def test_confidence_is_calibrated_with_the_registered_temperature_and_threshold(small_onnx, champion, digits):
+    """The same model registered with T = 2: softer answers. Then a rejection threshold between a real
+    digit's confidence and scribbled noise's: the noise comes back "not_a_digit", the digit still reads."""
+    raw = create_app(champion, Settings()).test_client()
+    tagged = verified(small_onnx, sha256(small_onnx), 1, name="digits", version="8", alias="champion", run_id="test",
+                      tags={"variant": "cnn", "temperature": "2.0"})
+    soft = create_app(tagged, Settings()).test_client()
+    data = on_paper(digits[0][4])
+    noise = png(np.where(np.random.default_rng(0).random((80, 80)) < 0.3, 0, 255).astype(np.uint8))
+    before, after = (c.post("/predict", data=data, content_type="image/png").get_json() for c in (raw, soft))
+    assert after["prediction"] == before["prediction"] and after["confidence"] < before["confidence"]
+    logits = np.log(np.clip(before["probabilities"], 1e-12, 1)) / 2.0
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert np.allclose(after["probabilities"], expected, atol=1e-4)
+
+    noise_confidence = soft.post("/predict", data=noise, content_type="image/png").get_json()["confidence"]
+    assert noise_confidence < after["confidence"]
+    tagged.tags["rejection_threshold"] = str((noise_confidence + after["confidence"]) / 2)
+    body = soft.post("/predict", data=noise, content_type="image/png").get_json()
+    assert body["prediction"] is None and body["reason"] == "not_a_digit", body
+    assert body["confidence"] == noise_confidence and len(body["probabilities"]) == 10
+    assert soft.post("/predict", data=data, content_type="image/png").get_json()["prediction"] == before["prediction"]
+
+
+def test_a_model_that_rejects_known_digits_is_not_served(small_onnx):
+    from serve.model import ModelError
+
+    with pytest.raises(ModelError, match="rejected as not a digit"):
+        verified(small_onnx, sha256(small_onnx), 1, name="digits", version="9", alias="champion", run_id="test",
+                 tags={"rejection_threshold": "0.999999"})
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -144,7 +144,7 @@ def test_read_finds_each_digit_left_to_right(client, digits):
         left, top, width, height = digit["box"]
         assert x <= left and left + width <= x + 56 and y <= top and top + height <= y + 56
     blank = client.post("/read", data=png(np.full((50, 50), 255, np.uint8)), content_type="image/png").get_json()
-    assert blank["number"] == "" and blank["digits"] == []
+    assert blank["number"] is None and blank["reason"] == "blank" and blank["digits"] == []
 
 
 # --- a real MLflow registry: the alias moves, servers follow, bad versions are refused ----------------

@@ -1,0 +1,282 @@
+"""A written number -> its digits: connected components, broken strokes merged, touching digits cut.
+
+1. Label the 8-connected components of the ink (runs of ink per row, joined across rows: numpy only).
+2. Drop specks (dust, JPEG noise): under min_share of the largest component's ink.
+3. Merge what belongs to one digit: pieces stacked over each other (a 5's floating bar, a stroke broken
+   by a faint band) and small bits next to a digit. The line height, the scale for everything after,
+   is the mass-weighted median of the component heights, so broken bits barely move it.
+4. Cut touching digits: a part too wide for the ink it would have to cut through is split along the
+   cheapest top-to-bottom path through it (dynamic programming over rows, so the cut can bend around
+   strokes that overlap in x), recursively.
+5. Let the model choose (read): the geometry above errs on the side of too many pieces (an open 0 is
+   two arcs, a 4 drawn in two strokes, a flat 6 cut at its thin waist). Each run of up to three
+   neighbouring pieces is a candidate digit; dynamic programming picks the grouping whose digits the
+   model is surest of, with a small bonus per digit so that gluing two real digits into one blob has
+   to earn it. This is the over-segment-then-recognise idea of LeCun et al. 1998 (section V).
+"""
+import numpy as np
+
+from serve.images import ink_map, to_mnist
+
+MAX_PARTS = 200  # more survive the speck filter only on noise or texture: keep the heaviest, bound the cost
+
+
+class Part:
+    """Pixels of one digit candidate: a box [x0, x1) x [y0, y1) on the page and a mask inside it."""
+
+    def __init__(self, x0, y0, mask, ink, cut_from=frozenset()):
+        self.cut_from = cut_from  # the components this part was cut out of: never glued back to them
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        self.mask = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        self.x0, self.y0 = x0 + int(cols[0]), y0 + int(rows[0])
+        self.h, self.w = self.mask.shape
+        self.x1, self.y1 = self.x0 + self.w, self.y0 + self.h
+        self.ink = np.where(self.mask, ink[self.y0:self.y1, self.x0:self.x1], 0).astype(np.float32)
+        self.mass = float(self.ink.sum())
+
+    @property
+    def box(self):
+        return [self.x0, self.y0, self.w, self.h]
+
+    def union(self, other, ink):
+        x0, y0 = min(self.x0, other.x0), min(self.y0, other.y0)
+        mask = np.zeros((max(self.y1, other.y1) - y0, max(self.x1, other.x1) - x0), bool)
+        for p in (self, other):
+            mask[p.y0 - y0:p.y1 - y0, p.x0 - x0:p.x1 - x0] |= p.mask
+        return Part(x0, y0, mask, ink, self.cut_from | other.cut_from)
+
+
+MAX_GROUP = 3  # pieces per digit at most
+MAX_PIECES = 40  # beyond this it is not a written number (noise, texture): no grouping, bound the cost
+DIGIT_BONUS = 1.0  # log-probability a digit must lose before two pieces are read as one (chosen on val)
+
+
+def read(gray: np.ndarray, classify, bonus=DIGIT_BONUS, min_share=0.02):
+    """Grayscale page -> [(box [x, y, w, h], 28x28 digit)], left to right, grouped by the model.
+    classify: float32 [N, 28, 28, 1] -> [N, 10 or 11] calibrated probabilities (index 10: not a digit)."""
+    found = candidates(gray, min_share)
+    if not found:
+        return []
+    parts, ink = found
+    if len(parts) > MAX_PIECES:
+        return [(p.box, to_mnist(p.ink)) for p in parts]
+    # Every run parts[i:j] of up to MAX_GROUP pieces, as one candidate digit.
+    runs = [(i, j) for i in range(len(parts)) for j in range(i + 1, min(i + MAX_GROUP, len(parts)) + 1)]
+    groups = {}
+    for i, j in runs:
+        group = parts[i]
+        for part in parts[i + 1:j]:
+            group = group.union(part, ink)
+        groups[i, j] = group
+    images = {run: to_mnist(group.ink) for run, group in groups.items()}
+    probabilities = classify(np.stack([images[run] for run in runs])[..., None])
+    score = {run: float(np.log(max(p[:10].max(), 1e-12))) + bonus for run, p in zip(runs, probabilities)}
+    # best[j]: the best reading of parts[:j]; came[j]: where its last digit starts.
+    best, came = [0.0] + [-np.inf] * len(parts), [0] * (len(parts) + 1)
+    for j in range(1, len(parts) + 1):
+        for i in range(max(0, j - MAX_GROUP), j):
+            if best[i] + score[i, j] > best[j]:
+                best[j], came[j] = best[i] + score[i, j], i
+    chosen, j = [], len(parts)
+    while j:
+        chosen.append((came[j], j))
+        j = came[j]
+    return [(groups[run].box, images[run]) for run in reversed(chosen)]
+
+
+def segment(gray: np.ndarray, min_share=0.02):
+    """Grayscale [H, W] in [0, 1] -> [(box [x, y, w, h], 28x28 float32 digit)], left to right, by
+    geometry alone (read lets the model settle what geometry cannot)."""
+    found = candidates(gray, min_share)
+    return [(p.box, to_mnist(p.ink)) for p in found[0]] if found else []
+
+
+def candidates(gray, min_share):
+    """-> (the digit candidates left to right as Parts, the ink map), or None for a page without ink."""
+    ink = ink_map(gray)
+    if ink is None:
+        return None
+    parts = components(ink, min_share)
+    # The line's digit height, the scale for everything after: of the parts once broken strokes are
+    # joined, weighted by ink so that bits barely count.
+    whole = merge(parts, ink)
+    height = weighted_median([p.h for p in whole], [p.mass for p in whole])
+    pieces = [piece for k, part in enumerate(parts) for piece in split(part, height, ink, k)]
+    digits = drop_small(merge(pieces, ink), height, ink)
+    digits.sort(key=lambda p: p.x0 + p.x1)  # by centre: a piece tucked under its neighbour's overhang
+    return digits, ink
+
+
+def weighted_median(values, weights):
+    order = np.argsort(values)
+    cumulative = np.cumsum(np.asarray(weights)[order])
+    return float(np.asarray(values)[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def components(ink, min_share):
+    """8-connected components of ink > 0 with at least min_share of the largest one's ink, as Parts."""
+    h, w = ink.shape
+    padded = np.zeros((h, w + 2), np.int8)
+    padded[:, 1:-1] = ink > 0
+    step = np.diff(padded, axis=1)
+    row, start = np.nonzero(step == 1)  # runs of ink [start, end) in each row, in row-major order
+    end = np.nonzero(step == -1)[1]
+    # Runs in the next row that touch a run (8-connectivity: columns overlap or meet at a corner) form a
+    # contiguous range of the row-major list: find it by binary search on row * (w + 2) + column.
+    key = row * (w + 2)
+    first = np.searchsorted(key + end, key + (w + 2) + start, "left")
+    last = np.searchsorted(key + start, key + (w + 2) + end, "right")
+    count = np.maximum(last - first, 0)
+    a = np.repeat(np.arange(len(row)), count)
+    b = np.repeat(first - np.cumsum(count) + count, count) + np.arange(count.sum())
+    # Union-find, vectorised: hook each edge's larger root under its smaller one, then jump pointers
+    # until every run points at its root; a few rounds whatever the shape.
+    root = np.arange(len(row))
+    while not np.array_equal(root[a], root[b]):
+        ra, rb = root[a], root[b]
+        np.minimum.at(root, np.maximum(ra, rb), np.minimum(ra, rb))
+        while not np.array_equal(root[root], root):
+            root = root[root]
+    label = np.unique(root, return_inverse=True)[1]
+    length = end - start
+    pixels = np.repeat(row * w + start - np.cumsum(length) + length, length) + np.arange(length.sum())
+    mass = np.bincount(np.repeat(label, length), ink.ravel()[pixels])
+    kept = np.flatnonzero(mass >= min_share * mass.max())
+    kept = kept[np.argsort(-mass[kept])[:MAX_PARTS]]
+    order = np.argsort(label, kind="stable")
+    bounds = np.searchsorted(label[order], np.arange(len(mass) + 1))
+    parts = []
+    for k in kept:  # paint each kept component's runs into a mask of its own box
+        runs = order[bounds[k]:bounds[k + 1]]
+        r, s, e = row[runs], start[runs], end[runs]
+        y0, x0 = int(r.min()), int(s.min())
+        mask = np.zeros((int(r.max()) + 1 - y0, int(e.max()) - x0), bool)
+        n = e - s
+        mask.ravel()[np.repeat((r - y0) * mask.shape[1] + s - x0 - np.cumsum(n) + n, n) + np.arange(n.sum())] = True
+        parts.append(Part(x0, y0, mask, ink))
+    return parts
+
+
+def merge(parts, ink):
+    """Join the pieces of one digit (see belong); not pieces cut apart on purpose."""
+    parts = sorted(parts, key=lambda p: p.x0)
+    merged = True
+    while merged:
+        merged = False
+        for i, j in ((i, j) for i in range(len(parts)) for j in range(i + 1, len(parts))):
+            if belong(parts[i], parts[j]) and not parts[i].cut_from & parts[j].cut_from:
+                parts[i] = parts[i].union(parts[j], ink)
+                del parts[j]
+                merged = True
+                break
+    return parts
+
+
+def belong(p, q):
+    """Two pieces of one digit? Stacked: the narrower lies more than half over or under the other, close
+    by (a 5's floating bar, a stroke broken by a faint band). Or a digit drawn in two strokes (a 4, a 6):
+    a shorter piece beside a taller one, within its height, touching or nearly, the two no wider than
+    the taller is high."""
+    overlap = min(p.x1, q.x1) - max(p.x0, q.x0)
+    if overlap > 0.5 * min(p.w, q.w) and gap(p, q, "y") < 0.3 * max(p.h, q.h):
+        return True
+    short, tall = sorted((p, q), key=lambda part: part.h)
+    slack = 0.1 * tall.h
+    return (short.h < 0.85 * tall.h and short.y0 >= tall.y0 - slack and short.y1 <= tall.y1 + slack
+            and overlap > -slack and max(p.x1, q.x1) - min(p.x0, q.x0) <= tall.h)
+
+
+def drop_small(parts, height, ink):
+    """Bits much smaller than the line's digits (in height, or in ink and height) join the nearest part
+    beside them; dropped when nothing is near (not a digit of this line)."""
+    masses = [p.mass for p in parts]
+    typical = weighted_median(masses, masses) if parts else 0
+    while True:
+        # Light but tall is a 1 in a fine pen, not a bit: only short pieces count as bits by their ink.
+        bits = [p for p in parts if p.h < 0.35 * height or (p.mass < 0.15 * typical and p.h < 0.6 * height)]
+        if not bits:
+            return parts
+        bit = min(bits, key=lambda p: p.mass)
+        parts.remove(bit)
+        near = min(parts, key=lambda p: gap(p, bit, "x"), default=None)
+        if near is not None and gap(near, bit, "x") < 0.3 * height and gap(near, bit, "y") < 0.3 * height:
+            parts[parts.index(near)] = near.union(bit, ink)
+
+
+def gap(p, q, axis):
+    """Blank space between two parts along x or y; negative where they overlap."""
+    if axis == "x":
+        return max(p.x0, q.x0) - min(p.x1, q.x1)
+    return max(p.y0, q.y0) - min(p.y1, q.y1)
+
+
+def split(part, height, ink, origin):
+    """A part -> the digits in it. Cut where a top-to-bottom path crosses little ink for how wide the
+    part is: a wide 0 costs two strokes to cut and stays whole, two digits touching cost a fraction
+    of one. Recursive: three touching digits take two cuts."""
+    if part.w < 0.5 * height:
+        return [part]
+    found = cheapest_cut(part, height, ink, origin)
+    # A digit is at most about as wide as the line is high; each stroke the cut would cross makes a
+    # split less likely to be right, so it must be that much wider.
+    if found is None or part.w < height * (0.5 + 0.6 * found[0]):
+        return [part]
+    return [d for p in found[1] for d in split(p, height, ink, origin)]
+
+
+def cheapest_cut(part, height, ink, origin, tries=6):
+    """(strokes crossed, [left, right]) for the cheapest cut leaving a digit-sized piece on each side;
+    None if there is none. Strokes: the cut's ink over the ink across one stroke of this part."""
+    thickness = part.mass / (runs(part.mask) + runs(part.mask.T))
+    margin = max(2, round(0.1 * height))
+    lo, hi = margin, part.w - margin
+    if hi - lo < 1:
+        return None
+    total, path = cheapest_paths(part.ink[:, lo:hi], thickness / height)
+    tried = []
+    for end in np.argsort(total):
+        if len(tried) >= tries:
+            break
+        if any(abs(end - t) < margin for t in tried):
+            continue
+        tried.append(end)
+        left = part.mask & (np.arange(part.w)[None, :] < path(end)[:, None] + lo)
+        if not left.any() or left.sum() == part.mask.sum():
+            continue
+        pieces = [Part(part.x0, part.y0, m, ink, part.cut_from | {origin}) for m in (left, part.mask & ~left)]
+        if not belong(*pieces) and all(p.h >= 0.65 * height and p.w >= margin and p.mass >= 0.1 * part.mass
+                                       for p in pieces):
+            return total[end] / thickness, pieces
+    return None
+
+
+def runs(mask):
+    """How many runs of True along each row, summed."""
+    return int(np.count_nonzero(mask[:, 1:] & ~mask[:, :-1]) + np.count_nonzero(mask[:, 0]))
+
+
+def cheapest_paths(cost, bend=0.02):
+    """Top-to-bottom paths through cost [h, w] moving at most one column per row; each bend costs a
+    little so that a path through blank space goes straight. -> (total cost per end column,
+    function end column -> the path's column in each row)."""
+    h, w = cost.shape
+    acc = np.empty((h, w), np.float32)
+    acc[0] = cost[0]
+    for y in range(1, h):
+        prev = acc[y - 1]
+        best = prev.copy()
+        np.minimum(best[1:], prev[:-1] + bend, out=best[1:])
+        np.minimum(best[:-1], prev[1:] + bend, out=best[:-1])
+        acc[y] = best + cost[y]
+
+    def path(end):
+        cols = np.empty(h, int)
+        x = int(end)
+        for y in range(h - 1, -1, -1):
+            cols[y] = x
+            if y:
+                x = min((c for c in (x, x - 1, x + 1) if 0 <= c < w),
+                        key=lambda c: acc[y - 1, c] + (bend if c != x else 0))
+        return cols
+
+    return acc[-1], path
