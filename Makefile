@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The browser tests/test_web.py drives; `make browser` installs it.
+CHROMIUM ?= /usr/bin/chromium
 BIN := $(VENV)/bin
 # Stages run `python -m pipeline.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro serve run ui test bench params clean
+.PHONY: install browser repro serve run ui test bench params clean
 
 install: $(VENV)/.installed
 
@@ -32,7 +34,19 @@ ui: install
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} \
 		--host $(HOST) --port $${UI_PORT:-5000}
 
-test: install
+# The web page tests drive Debian's chromium (a browser is never downloaded). Installed only when missing;
+# without apt-get or the rights to use it, say so and go on: those tests then skip with the same advice.
+browser:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO=none; fi; \
+	if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make browser: no apt-get or no root/sudo: install chromium yourself; the browser tests will be skipped"; \
+		exit 0; fi; \
+	echo "make browser: installing chromium with apt-get for the web page tests"; \
+	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+		|| echo "make browser: could not install chromium; the browser tests will be skipped"
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 bench: install
