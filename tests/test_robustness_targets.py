@@ -1,0 +1,61 @@
+"""Robustness floors, asserted in CI: the real pipeline (`dvc repro`, all of MNIST, one quick real-upload
+variant: conf/experiment/robustness_ci.yaml) registers a champion; benchmarks/robustness.py's conditions,
+at a smaller sample, go through the real app with it. A regression in decoding, normalising, segmenting,
+training or rejection fails here, not only in the full benchmark.
+
+The floors are not issue #4's targets. This model trains in minutes (3 epochs of the `fast` network),
+and issue #4's targets are for the champion (`dvc repro`'s robust variant), measured by the full
+benchmark in docs/robustness.md, which still misses some of them. Each floor sits a little under what
+this CI model reaches (first measured: every single-digit condition >= 97%, numbers 96%, non-digits
+rejected 92.4%, held-out non-digits 86.3%); a broken decoder or normaliser drops a condition far below."""
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import robustness as rb
+from conftest import run_pipeline
+from serve import create_app
+from serve.config import Settings
+from serve.model import Registry
+
+N = 100  # per condition, each seeded: the same images every run
+SINGLE_DIGIT_FLOOR, NUMBER_FLOOR, NON_DIGIT_FLOOR, DIGIT_REJECTION_CEILING = 0.95, 0.92, 0.88, 0.02
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, mnist_dir):
+    root = tmp_path_factory.mktemp("robust")
+    run_pipeline(root, mnist_dir, "+experiment=robustness_ci", "~variants.dense", "~variants.cnn", "~variants.strong")
+    return root
+
+
+@pytest.fixture(scope="module")
+def rows(pipeline):
+    champion = Registry(tracking_uri=f"sqlite:///{pipeline}/mlruns/mlflow.db").load()
+    assert champion.tags["variant"] == "robust" and champion.tags["classes"].endswith("not_a_digit")
+    client = create_app(champion, Settings(model_poll_seconds=0)).test_client()
+    test = np.load(pipeline / "data/prepared/test.npz")
+    rows = rb.evaluate(client, N, 0, None, test["x"], test["y"])
+    print("\n" + rb.table(rows))
+    return {row.condition: row for row in rows}
+
+
+def test_the_champion_was_chosen_and_calibrated_on_validation_data(pipeline):
+    metrics = json.loads((pipeline / "reports/robust/metrics.json").read_text())
+    assert metrics["val_non_digits_rejected"] >= 0.8
+    assert metrics["temperature"] > 0 and 0 < metrics["rejection_threshold"] < 1
+
+
+@pytest.mark.parametrize("condition", list(rb.CONDITIONS))
+def test_single_digits(rows, condition):
+    assert rows[condition].value >= SINGLE_DIGIT_FLOOR, rows[condition]
+
+
+def test_written_numbers(rows):
+    assert rows["number"].value >= NUMBER_FLOOR, rows["number"]
+
+
+def test_non_digits_are_rejected_and_digits_are_not(rows):
+    assert rows["ALL non-digits"].value >= NON_DIGIT_FLOOR, rows["ALL non-digits"]
+    assert rows["ALL real digits"].value < DIGIT_REJECTION_CEILING, rows["ALL real digits"]
