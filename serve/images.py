@@ -100,9 +100,19 @@ def composite_alpha(rgba: Image.Image) -> Image.Image:
 
 
 def median(values: np.ndarray) -> float:
-    """np.median without its NaN checks and copies: this runs on every request."""
+    """The exact upper median (element size // 2 in sorted order); this runs on every request.
+
+    A page is mostly one paper value, and np.partition crawls over such runs of equal values (6 ms on
+    a 200k-pixel page). So first guess from a strided sample, and check the guess exactly with two
+    counts: it is the answer when fewer than k+1 values lie below it and at least k+1 at or below it."""
     flat = values.ravel()
     k = flat.size // 2
+    if flat.size > 4096:
+        sample = flat[::flat.size // 2048]
+        guess = sample[np.argpartition(sample, sample.size // 2)[sample.size // 2]]
+        below = np.count_nonzero(flat < guess)
+        if below <= k < below + np.count_nonzero(flat == guess):
+            return float(guess)
     return float(np.partition(flat, k)[k])
 
 
