@@ -336,6 +336,18 @@ def http(url, data=None, content_type="image/png"):
         return e.code, e.read()
 
 
+def wait_until_ready(base, seconds=60, log=None):
+    """Poll GET /ready until the server at base answers 200; fail (with its log, if given) after `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if http(base + "/ready")[0] == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("the server never became ready" + (f":\n{log.read_text()}" if log else ""))
+
+
 def test_the_real_gunicorn_server_answers_over_http_and_drains_on_sigterm(bundle, digits):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "serve", "--port", str(port)], cwd=ROOT,
@@ -343,15 +355,7 @@ def test_the_real_gunicorn_server_answers_over_http_and_drains_on_sigterm(bundle
                               stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if http(base + "/ready")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("the server never became ready")
+        wait_until_ready(base)
         images, labels = digits
         for i in range(6):  # several requests: both workers answer, the metrics add them up
             status, body = http(base + "/predict", on_paper(images[i]))

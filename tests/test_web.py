@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from test_serving import bundle, champion, free_port, http, png, serve_env  # noqa: F401 (fixtures)
+from test_serving import bundle, champion, free_port, http, png, serve_env, wait_until_ready  # noqa: F401 (fixtures)
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -45,15 +44,7 @@ def server(bundle, tmp_path_factory):  # noqa: F811 (the imported fixture)
                                    env=serve_env(bundle, WORKERS="1", THREADS="4"), stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if http(base + "/ready")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError(f"the server never became ready:\n{log.read_text()}")
+        wait_until_ready(base, log=log)
         yield base
     finally:
         process.send_signal(signal.SIGTERM)
