@@ -23,6 +23,7 @@ import numpy as np
 from pipeline import negatives, tracking
 from pipeline.params import load
 from pipeline.preprocess import load_split
+from serve.model import with_temperature  # the server applies T with the same function
 
 
 def onnx_session(path, threads=0):
@@ -41,14 +42,6 @@ def predict(session, x_uint8, batch=1000):
 
 
 # --- calibration -------------------------------------------------------------------------------
-
-def with_temperature(probs, temperature):
-    """Softmax of log(probs) / T: the model outputs probabilities, so log-probs stand in for logits."""
-    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
-
 
 def nll(probs, labels):
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())

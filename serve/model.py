@@ -62,11 +62,7 @@ class Champion:
     def calibrated(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities with the registered temperature applied: softmax(log p / T), over every class."""
         probabilities = self.predict(batch)
-        if self.temperature == 1.0:
-            return probabilities
-        logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / self.temperature
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+        return probabilities if self.temperature == 1.0 else with_temperature(probabilities, self.temperature)
 
     @property
     def input_name(self) -> str:
@@ -269,6 +265,15 @@ class Serving:
 
     def stop(self):
         self._stop.set()
+
+
+def with_temperature(probs, temperature):
+    """Softmax of log(probs) / T: the model outputs probabilities, so log-probs stand in for logits.
+    The evaluate stage fits T with this same function."""
+    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def sha256(data: bytes) -> str:
