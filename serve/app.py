@@ -13,10 +13,12 @@ An image comes as multipart field `image` (or `file`), a raw image/* body, or JS
 """
 import base64
 import binascii
+import json
 import time
 
 import numpy as np
 from flask import Flask, Response, g, jsonify, request
+from werkzeug.datastructures import ImmutableDict
 from werkzeug.exceptions import HTTPException
 
 from serve import metrics
@@ -27,12 +29,18 @@ from serve.segment import read as read_number
 from serve.openapi import docs_page, openapi
 
 
+class App(Flask):
+    """No automatic OPTIONS answers, not even for /static: the API is same-origin (no CORS preflight to
+    answer) and every answer is JSON, so OPTIONS gets the same JSON 405 as any other wrong method."""
+    default_config = ImmutableDict({**Flask.default_config, "PROVIDE_AUTOMATIC_OPTIONS": False})
+
+
 def create_app(champion=None, settings=None, registry=None):
     """champion: a loaded serve.model.Champion (tests pass one); None loads the one the environment names
     (MODEL_DIR, or MODEL_NAME@MODEL_ALIAS in MLFLOW_TRACKING_URI) and fails loudly if none verifies.
     registry: where to look for alias moves (a serve.model.Registry); None: the environment's registry
     when the champion came from it. settings: serve.config.Settings; None reads the environment."""
-    app = Flask(__name__)
+    app = App(__name__)
     app.settings = settings = settings or Settings()
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     if champion is None:
@@ -178,7 +186,12 @@ def upload_bytes() -> bytes:
         if field in request.files:
             return request.files[field].read()
     if request.is_json:
-        payload = request.get_json(silent=True)
+        try:  # parsed here, not by get_json: a deeply nested body raises RecursionError, not a 500
+            payload = json.loads(request.get_data())
+        except RecursionError:
+            raise ImageError("bad_json", "the JSON body is nested too deeply") from None
+        except ValueError as e:  # also bytes that are not UTF-8
+            raise ImageError("bad_json", f"the body is not valid JSON: {e}") from None
         if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
             raise ImageError("bad_request", 'JSON body must be {"image": "<base64 or data: URL>"}')
         text = payload["image"]

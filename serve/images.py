@@ -7,6 +7,7 @@ resize the whole upload "always say 7".
 """
 import base64
 import io
+import math
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
@@ -17,6 +18,12 @@ Image.MAX_IMAGE_PIXELS = 40_000_000
 # What people upload. Pillow opens more (PSD, ICO, PCX, ...): those are refused as unsupported, not
 # guessed at. MPO is how many phones save JPEGs.
 FORMATS = {"PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP"}
+OPENERS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # Pillow's plugins for them (JPEG opens MPO too)
+# Decoding costs in proportion to the pixels; 8-bit PNG's deflate cannot pack more than ~1,030 pixels in a
+# byte, and a page with a digit on it packs far fewer. Over BOMB_MIN_PIXELS, more than this is refused.
+BOMB_PIXELS_PER_BYTE = 1000
+BOMB_MIN_PIXELS = 4_000_000
+WORK_PIXELS = 4_000_000  # decode() hands normalise at most this many pixels (see shrink)
 # Formats Pillow cannot rasterise that people still try: a 415 that names them beats "not an image".
 TEXT_FORMATS = {b"%PDF": "PDF", b"<svg": "SVG", b"<?xml": "SVG (XML)"}
 HEIF_BRANDS = {b"heic", b"heix", b"mif1", b"msf1", b"avif"}  # iPhone photos, AVIF: ISO boxes 'ftyp<brand>'
@@ -38,12 +45,10 @@ def decode(data: bytes, max_pixels: int = Image.MAX_IMAGE_PIXELS) -> np.ndarray:
     if kind:
         raise unsupported(kind)
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
-        if image.format not in FORMATS:
-            raise unsupported(image.format)
-        if image.width * image.height > max_pixels:
-            raise ImageError("too_many_pixels", f"the image is {image.width}x{image.height} = "
-                             f"{image.width * image.height:,} pixels, over the limit of {max_pixels:,}", status=422)
+        # Only the plugins of the formats we take ever parse the bytes: a hostile file cannot reach the
+        # header code of the ~40 other formats Pillow knows.
+        image = Image.open(io.BytesIO(data), formats=OPENERS)  # reads the header only
+        refuse_bombs(image, len(data), max_pixels)
         # JPEG: let libjpeg decode only the gray channel at 1/2, 1/4 or 1/8 scale, keeping >= 320 px on
         # each side (plenty for a digit, which ends up 20 px tall): a 12 MP photo decodes 2.5x faster.
         image.draft("L", (320, 320))
@@ -53,22 +58,62 @@ def decode(data: bytes, max_pixels: int = Image.MAX_IMAGE_PIXELS) -> np.ndarray:
         if image.mode.startswith("I;16") or image.mode == "I":
             # 16-bit grayscale (PNG, TIFF): Pillow's convert("L") clips at 255 instead of scaling, which
             # turns the whole page white. Scale by the bit depth instead.
-            pixels = np.asarray(image, dtype=np.float32)
-            scaled = pixels / (65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0)
+            sixteen_bit = image.mode.startswith("I;16")
+            pixels = np.asarray(shrink(image.convert("I")), dtype=np.float32)
+            scaled = pixels / (65535.0 if sixteen_bit or pixels.max() > 255 else 255.0)
             return np.clip(scaled, 0.0, 1.0)  # mode "I" is 32-bit: out-of-range values stay in [0, 1]
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            image = composite_alpha(image.convert("RGBA"))
+            image = composite_alpha(shrink(image.convert("RGBA")))
         else:
-            image = image.convert("L")
+            image = shrink(image.convert("L"))
     except Image.DecompressionBombError as e:
         raise ImageError("too_many_pixels", str(e), status=422) from e
     except UnidentifiedImageError as e:
+        kind = other_format(data)
+        if kind:
+            raise unsupported(kind) from e
         raise ImageError("not_an_image", "the upload is not an image Pillow can read") from e
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt files
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt files
         if isinstance(e, ImageError):
             raise
         raise ImageError("corrupt_image", f"the image could not be decoded: {e}") from e
     return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def refuse_bombs(image: Image.Image, size: int, max_pixels: int):
+    """From the header alone: an image over the pixel limit, or one that claims far more pixels than its
+    bytes can plausibly hold, is refused before a byte of pixel data is decoded. Decoding costs time and
+    memory in proportion to the pixels, not to the upload: a 40 kB PNG can declare 40 MP of zeros."""
+    pixels = image.width * image.height
+    if pixels > max_pixels:
+        raise ImageError("too_many_pixels", f"the image is {image.width}x{image.height} = {pixels:,} pixels, "
+                         f"over the limit of {max_pixels:,}", status=422)
+    if pixels > BOMB_MIN_PIXELS and pixels > BOMB_PIXELS_PER_BYTE * size:
+        raise ImageError("too_many_pixels", f"the image declares {image.width}x{image.height} = {pixels:,} "
+                         f"pixels in {size:,} bytes (over {BOMB_PIXELS_PER_BYTE:,} pixels a byte): a "
+                         "decompression bomb, or a page so empty it holds no digit; crop it", status=422)
+
+
+def shrink(image: Image.Image) -> Image.Image:
+    """A big image -> at most WORK_PIXELS by an integer box reduction, still 8-bit (or 32-bit for 16-bit
+    sources), before anything turns it into floats: later steps then cost the same for a 40 MP scan as
+    for a 4 MP one. (JPEGs are mostly small already: libjpeg decoded them in draft mode.)"""
+    factor = math.ceil(math.sqrt(image.width * image.height / WORK_PIXELS))
+    return image.reduce(factor) if factor > 1 else image
+
+
+def other_format(data: bytes):
+    """The name of a format Pillow knows but we do not take, from its magic bytes alone (no parsing)."""
+    Image.init()
+    prefix = data[:16]
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        try:
+            if name not in OPENERS and accept is not None and accept(prefix):
+                return name
+        except Exception:  # some of Pillow's checks assume 16 bytes or more
+            continue
+    return None
 
 
 def unsupported_kind(head: bytes):

@@ -101,3 +101,21 @@ def small_onnx(mnist, tmp_path_factory):
     model, _ = fit(variant, 0, train, val, folder / "history.csv", verbose=0)
     export_onnx(model, folder / "model.onnx", to_input(val[0][:8]))
     return (folder / "model.onnx").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def model_bundle(small_onnx, tmp_path_factory):
+    """A MODEL_DIR bundle (model.onnx + model.json) of small_onnx: what tests serve with the real server."""
+    from serve.model import export_bundle, sha256, verified
+
+    champion = verified(small_onnx, sha256(small_onnx), 1, name="digits", version="1", alias="champion",
+                        run_id="r", tags={"variant": "cnn"})
+    folder = tmp_path_factory.mktemp("bundle")
+    export_bundle(champion, folder)
+    return folder
+
+
+def server_env(bundle, **extra):
+    """The environment for `python -m serve` serving `bundle`, whatever the caller's environment says."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR")}
+    return {**env, "MODEL_DIR": str(bundle), "PYTHONPATH": str(ROOT), **extra}
