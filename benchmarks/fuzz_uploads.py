@@ -23,9 +23,7 @@ import gzip
 import http.client
 import io
 import json
-import os
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -41,6 +39,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.live_server import free_port, rss_mb, start_server, stop_server, worker_pids  # noqa: E402
 
 BOMB_MS = 50
 Case = namedtuple("Case", "family method path headers body")
@@ -471,43 +470,6 @@ def run_cases(sender, todo, threads):
         return list(pool.map(sender.send, todo))
 
 
-# --- the server ----------------------------------------------------------------------------------------
-
-def start_server(port, env=None, workers=2, threads=2):
-    """`python -m serve` on 127.0.0.1:port; returns the process once /ready answers."""
-    env = {**(env or os.environ), "HOST": "127.0.0.1", "PORT": str(port), "WORKERS": str(workers),
-           "THREADS": str(threads), "ACCESS_LOG": "/dev/null", "MODEL_POLL_SECONDS": "0", "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-m", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server did not start:\n{server.stderr.read()}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/ready")
-            if connection.getresponse().status == 200 and len(worker_pids(server)) == workers:
-                return server
-        except OSError:
-            pass
-        time.sleep(0.3)
-    server.kill()
-    raise RuntimeError("the server never became ready")
-
-
-def worker_pids(server):
-    return sorted(int(p) for p in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split())
-
-
-def rss_mb(pids):
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
-
-
 def fuzz(port, server, n, seed, threads):
     """Bombs first (sequential, timed, memory read around them), then n cases -> report dict."""
     sender = Sender("127.0.0.1", port)
@@ -564,16 +526,13 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=4, help="concurrent client connections")
     args = parser.parse_args()
-    from benchmarks.api_load import free_port
-
     port = free_port()
     started = time.perf_counter()
     server = start_server(port)
     try:
         outcome = fuzz(port, server, args.cases, args.seed, args.threads)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
     print(report(outcome))
     print(f"{time.perf_counter() - started:.0f} s in all; {'PASS' if passed(outcome) else 'FAIL'}")
     sys.exit(0 if passed(outcome) else 1)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from benchmarks import fuzz_uploads as fuzz
-from benchmarks.api_load import free_port
+from benchmarks.live_server import free_port, start_server, stop_server
 from conftest import server_env
 from serve import create_app
 from serve.config import Settings
@@ -20,12 +20,11 @@ from serve.model import load_bundle
 @pytest.fixture(scope="module")
 def outcome(model_bundle):
     port = free_port()
-    server = fuzz.start_server(port, server_env(model_bundle))
+    server = start_server(port, server_env(model_bundle))
     try:
         yield fuzz.fuzz(port, server, 800, seed=0, threads=4)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
 
 
 def test_no_hostile_upload_gets_a_5xx_or_an_answer_outside_the_contract(outcome):
