@@ -14,8 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,38 +26,11 @@ from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.live_server import free_port, get_json, start_server, stop_server  # noqa: E402
 POST_SCRIPT = """
 local f = io.open(os.getenv("BODY"), "rb"); local body = f:read("*a"); f:close()
 wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE")
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port, workers, threads):
-    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "ACCESS_LOG": "/dev/null",
-           "MODEL_POLL_SECONDS": "0", "PYTHONPATH": str(ROOT)}
-    if workers:
-        env["WORKERS"] = str(workers)
-    if threads:
-        env["THREADS"] = str(threads)
-    server = subprocess.Popen([sys.executable, "-m", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"the server did not start:\n{server.stderr.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
-                return server, json.loads(response.read())["model"]
-        except OSError:
-            time.sleep(0.3)
-    server.kill()
-    sys.exit("the server never became ready")
 
 
 def wrk(url, connections, seconds, body=None, content_type="image/png"):
@@ -162,7 +133,8 @@ def main():
     folder = Path(tempfile.mkdtemp(prefix="api-load-"))
     png, jpegs = digit_png(folder), [phone_jpeg(folder, 8.0), phone_jpeg(folder, 3.0)]
     port = free_port()
-    server, model = start_server(port, args.workers, args.threads)
+    server = start_server(port, workers=args.workers or os.cpu_count(), threads=args.threads or 2)
+    model = get_json(port, "/ready")[1]["model"]
     base = f"http://127.0.0.1:{port}"
     try:
         print(f"server: {model}, {os.cpu_count()} cores, workers={args.workers or 'default'} "
@@ -198,8 +170,7 @@ def main():
             print(f"    in process, decode to grayscale: full size {full:.1f} ms, draft mode {draft:.1f} ms "
                   f"({full / draft:.1f}x)")
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_server(server)
         shutil.rmtree(folder, ignore_errors=True)
 
 
