@@ -24,7 +24,7 @@ from serve.config import Settings
 from serve.images import ImageError, decode, normalise, png_data_url
 from serve.model import Registry, Serving, load_champion
 from serve.segment import read as read_number
-from serve.openapi import docs_page, openapi
+from serve.openapi import DEBUG_VALUES, docs_page, openapi
 
 
 def create_app(champion=None, settings=None, registry=None):
@@ -71,6 +71,20 @@ def create_app(champion=None, settings=None, registry=None):
     def start_clock():
         g.started = time.perf_counter()
 
+    @app.before_request
+    def check_parameters():  # what serve/openapi.py documents, nothing looser: a 400, not a silent guess
+        if request.endpoint not in ("predict", "predict_batch", "read"):
+            return
+        debug = request.args.getlist("debug")
+        if len(debug) > 1 or (debug and debug[0] not in DEBUG_VALUES):
+            raise ImageError("bad_parameter", f"debug is one of {', '.join(DEBUG_VALUES)}, given at most once")
+        if request.mimetype == "multipart/form-data":
+            fields = set(request.files) | set(request.form)
+            allowed = {"images"} if request.endpoint == "predict_batch" else {"image", "file"}
+            if fields - allowed or fields >= {"image", "file"}:
+                raise ImageError("bad_request", f"unexpected multipart fields {sorted(fields)}: send only "
+                                 + ("`images`, once per image" if allowed == {"images"} else "`image` (or `file`)"))
+
     @app.after_request
     def count(response):
         route = request.url_rule.rule if request.url_rule else "unmatched"  # not the raw path: bounded labels
@@ -88,7 +102,9 @@ def create_app(champion=None, settings=None, registry=None):
         code = e.name.lower().replace(" ", "_")
         if e.code == 413:
             metrics.REJECTED.labels(code).inc()
-        return error(code, e.description, e.code)
+        # werkzeug's own headers but its HTML content type: a 405 keeps `Allow` (RFC 9110 requires it)
+        headers = [(k, v) for k, v in e.get_headers() if k.lower() != "content-type"]
+        return (*error(code, e.description, e.code), headers)
 
     @app.get("/")
     def page():  # the web page (serve/static/): plain HTML/CSS/JS that talks to the API below, no CDN
