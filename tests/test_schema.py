@@ -3,11 +3,15 @@ itself against the real gunicorn server (benchmarks/schema_fuzz.py, the one code
 examples per operation, in docs/security.md at full size)."""
 import base64
 import io
+import re
+import subprocess
+import sys
 
 import jsonschema
 import pytest
 
-from test_serving import champion, client, on_paper  # noqa: F401 (fixtures)
+from conftest import ROOT
+from test_serving import bundle, champion, client, on_paper, serve_env  # noqa: F401 (fixtures)
 
 
 def error_code(response, status):
@@ -80,3 +84,16 @@ def test_the_documents_example_is_a_seven_the_api_reads(client):  # noqa: F811
     spec = client.get("/openapi.json").get_json()
     example = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
     assert client.post("/predict", json=example).get_json()["prediction"] == 7
+
+
+def test_the_real_server_keeps_every_promise_of_its_openapi_document(bundle):  # noqa: F811
+    run = subprocess.run([sys.executable, "benchmarks/schema_fuzz.py", "--examples", "10", "--workers", "1"],
+                         cwd=ROOT, env=serve_env(bundle), capture_output=True, text=True, timeout=240)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-8000:]
+    assert "No issues found" in output and "0 tracebacks in the server log" in output
+    for phase in ("Examples", "Coverage", "Fuzzing"):  # each phase ran, none was skipped
+        assert re.search(rf"✅ {phase}\n", output), output[-3000:]
+    generated = int(re.search(r"(\d+) generated, (\d+) passed", output).group(1))
+    requests = int(re.search(r"schema_fuzz: (\d+) requests", output).group(1))
+    assert generated >= 150 and requests >= generated, output[-3000:]
