@@ -13,11 +13,12 @@ An image comes as multipart field `image` (or `file`), a raw image/* body, or JS
 """
 import base64
 import binascii
+import io
 import time
 
 import numpy as np
-from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Request, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from serve import metrics
 from serve.config import Settings
@@ -33,8 +34,10 @@ def create_app(champion=None, settings=None, registry=None):
     registry: where to look for alias moves (a serve.model.Registry); None: the environment's registry
     when the champion came from it. settings: serve.config.Settings; None reads the environment."""
     app = Flask(__name__)
+    app.request_class = InMemoryRequest
     app.settings = settings = settings or Settings()
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.config["DEBUG"] = False  # FLASK_DEBUG=1 in the environment would make errors propagate: HTML 500s
     if champion is None:
         champion = load_champion(settings.onnx_threads)
         if champion.source == "registry" and registry is None:
@@ -175,6 +178,27 @@ def create_app(champion=None, settings=None, registry=None):
         return {"number": "".join(str(d["prediction"]) for d in digits), "digits": digits, "model": champion.label}
 
     return app
+
+
+class InMemoryRequest(Request):
+    """Uploads never touch the disk, and a body over MAX_CONTENT_LENGTH is a 413 however it is sent.
+
+    werkzeug spools a multipart file part over 500 kB to a temporary file; here every part stays in memory.
+    That is bounded: a Content-Length over the limit is refused before a byte is read, and a chunked body
+    (no Content-Length) is read through werkzeug's LimitedStream, which stops at the limit. For multipart
+    it then raises 413 itself; for a raw or JSON body it silently returns the first MAX_CONTENT_LENGTH
+    bytes (a truncated image, a "corrupt" 400), so get_data looks one byte further and says 413."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+    def get_data(self, cache=True, as_text=False, parse_form_data=False):
+        data = super().get_data(cache, as_text, parse_form_data)
+        limit = self.max_content_length
+        if self.content_length is None and limit is not None and len(data) >= limit \
+                and self.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
+        return data
 
 
 def switched(outcome, old, new):
