@@ -3,6 +3,7 @@ do not already show it, uploads never on disk, no debug mode and no tracebacks, 
 of anything a user sends. In process where that shows it, on the real gunicorn server where only
 gunicorn can (request line and header limits, chunked bodies)."""
 import io
+import json
 import re
 import runpy
 import signal
@@ -221,3 +222,39 @@ def test_the_real_server_sends_no_cors_headers_and_no_version(server):
                                                      "Access-Control-Request-Method: POST", "", ""]).encode())
     assert status == 200 and not [h for h in headers if h.startswith("access-control-")]
     assert headers["server"] == "gunicorn"  # no version number to look up exploits by
+
+
+def test_the_audit_fails_on_a_vulnerability_and_only_warns_when_the_service_cannot_answer(monkeypatch, tmp_path,
+                                                                                         capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("audit", ROOT / ".ci" / "audit.py")
+    audit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(audit)
+    monkeypatch.setattr(audit, "IGNORE_FILE", tmp_path / "ignore.txt")
+    calls = []
+
+    def pip_audit(report):  # stands in for `python -m pip_audit ... --output FILE`
+        def run(command, **kwargs):
+            calls.append(command)
+            ignore = {command[i + 1] for i, a in enumerate(command) if a == "--ignore-vuln"}
+            if report is not None:  # like pip-audit: an ignored id is left out of the report
+                kept = [{**d, "vulns": [v for v in d["vulns"] if v["id"] not in ignore]} if "vulns" in d else d
+                        for d in report]
+                Path(command[command.index("--output") + 1]).write_text(json.dumps({"dependencies": kept}))
+            return subprocess.CompletedProcess(command, 1, "", "ConnectionError: the service is down")
+        return run
+
+    vulnerable = [{"name": "flask", "version": "0.1", "vulns": [{"id": "GHSA-x", "fix_versions": ["3.1.3"]}]},
+                  {"name": "numpy", "version": "2.4.6", "vulns": []}]
+    monkeypatch.setattr(audit.subprocess, "run", pip_audit(vulnerable))
+    assert audit.main() == 1 and "VULNERABLE flask 0.1: GHSA-x" in capsys.readouterr().out
+    (tmp_path / "ignore.txt").write_text("# accepted\nGHSA-x  # not reachable here: we never call it\n")
+    assert audit.main() == 0 and calls[-1][-2:] == ["--ignore-vuln", "GHSA-x"]
+    monkeypatch.setattr(audit.subprocess, "run", pip_audit(None))  # the service is unreachable: no report
+    assert audit.main() == 0 and "NOT AUDITED" in capsys.readouterr().out
+    monkeypatch.setattr(audit.subprocess, "run", pip_audit([{"name": "numpy", "skip_reason": "not found"}]))
+    assert audit.main() == 0 and "NOT AUDITED" in capsys.readouterr().out
+    (tmp_path / "ignore.txt").write_text("GHSA-y\n")  # an ignore without its reason is refused
+    with pytest.raises(SystemExit, match="without a reason"):
+        audit.main()
