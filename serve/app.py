@@ -14,6 +14,7 @@ An image comes as multipart field `image` (or `file`), a raw image/* body, or JS
 import base64
 import binascii
 import io
+import re
 import time
 
 import numpy as np
@@ -120,11 +121,11 @@ def create_app(champion=None, settings=None, registry=None):
     @app.get("/ready")
     def ready():
         # The champion was verified and self-tested before it was put in place: there is always one.
-        return {"status": "ready", "model": serving.champion.label, "last_switch_error": serving.last_error}
+        return {"status": "ready", "model": serving.champion.label, "last_switch_error": redacted(serving.last_error)}
 
     @app.get("/model")
     def model():
-        return {**serving.champion.describe(), "last_switch_error": serving.last_error,
+        return {**serving.champion.describe(), "last_switch_error": redacted(serving.last_error),
                 "polling_seconds": settings.model_poll_seconds if serving.registry else 0}
 
     @app.get("/metrics")
@@ -199,6 +200,11 @@ class InMemoryRequest(Request):
                 and self.environ["wsgi.input"].read(1):
             raise RequestEntityTooLarge()
         return data
+
+
+def redacted(text):
+    """A registry error as anyone may read it: without the user:password@ a tracking URI can carry."""
+    return text and re.sub(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
 
 
 def switched(outcome, old, new):

@@ -258,3 +258,16 @@ def test_the_audit_fails_on_a_vulnerability_and_only_warns_when_the_service_cann
     (tmp_path / "ignore.txt").write_text("GHSA-y\n")  # an ignore without its reason is refused
     with pytest.raises(SystemExit, match="without a reason"):
         audit.main()
+
+
+def test_a_registry_password_never_reaches_an_answer(champion, monkeypatch):  # noqa: F811
+    from serve.model import Registry
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    registry = Registry(tracking_uri="http://alice:s3cret-token@127.0.0.1:9/")  # nothing listens on port 9
+    app = create_app(champion, NO_POLL, registry=registry)
+    assert app.serving.refresh() == "refused" and "s3cret-token" in app.serving.last_error  # as logged
+    client = app.test_client()
+    for path in ("/ready", "/model"):
+        error = client.get(path).get_json()["last_switch_error"]
+        assert "http://***@127.0.0.1:9/" in error and "s3cret" not in error and "alice" not in error
