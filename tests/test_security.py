@@ -6,6 +6,7 @@ import io
 import json
 import re
 import runpy
+import shutil
 import signal
 import socket
 import subprocess
@@ -130,10 +131,12 @@ def test_no_user_data_is_ever_unpickled():
     assert "NumpyOnlyUnpickler(f, " in (ROOT / "pipeline" / "download.py").read_text()
 
 
-def test_gunicorn_settings_are_the_documented_ones():
+def test_gunicorn_settings_are_the_documented_ones(monkeypatch):
     from gunicorn.config import Config
 
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # the config sets it: restored after this test
     config, settings = Config(), runpy.run_path(str(ROOT / "serve" / "gunicorn.conf.py"))
+    shutil.rmtree(settings["metrics_dir"])
     for key, value in settings.items():
         if key in config.settings:
             config.set(key, value)
