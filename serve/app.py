@@ -13,20 +13,22 @@ An image comes as multipart field `image` (or `file`), a raw image/* body, or JS
 """
 import base64
 import binascii
+import io
 import json
+import re
 import time
 
 import numpy as np
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Request, Response, g, jsonify, request
 from werkzeug.datastructures import ImmutableDict
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from serve import metrics
 from serve.config import Settings
 from serve.images import ImageError, decode, normalise, png_data_url
 from serve.model import Registry, Serving, load_champion
 from serve.segment import read as read_number
-from serve.openapi import docs_page, openapi
+from serve.openapi import DEBUG_VALUES, docs_page, openapi
 
 
 class App(Flask):
@@ -41,8 +43,10 @@ def create_app(champion=None, settings=None, registry=None):
     registry: where to look for alias moves (a serve.model.Registry); None: the environment's registry
     when the champion came from it. settings: serve.config.Settings; None reads the environment."""
     app = App(__name__)
+    app.request_class = InMemoryRequest
     app.settings = settings = settings or Settings()
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.config["DEBUG"] = False  # FLASK_DEBUG=1 in the environment would make errors propagate: HTML 500s
     if champion is None:
         champion = load_champion(settings.onnx_threads)
         if champion.source == "registry" and registry is None:
@@ -79,6 +83,20 @@ def create_app(champion=None, settings=None, registry=None):
     def start_clock():
         g.started = time.perf_counter()
 
+    @app.before_request
+    def check_parameters():  # what serve/openapi.py documents, nothing looser: a 400, not a silent guess
+        if request.endpoint not in ("predict", "predict_batch", "read"):
+            return
+        debug = request.args.getlist("debug")
+        if len(debug) > 1 or (debug and debug[0] not in DEBUG_VALUES):
+            raise ImageError("bad_parameter", f"debug is one of {', '.join(DEBUG_VALUES)}, given at most once")
+        if request.mimetype == "multipart/form-data":
+            fields = set(request.files) | set(request.form)
+            allowed = {"images"} if request.endpoint == "predict_batch" else {"image", "file"}
+            if fields - allowed or fields >= {"image", "file"}:
+                raise ImageError("bad_request", f"unexpected multipart fields {sorted(fields)}: send only "
+                                 + ("`images`, once per image" if allowed == {"images"} else "`image` (or `file`)"))
+
     @app.after_request
     def count(response):
         route = request.url_rule.rule if request.url_rule else "unmatched"  # not the raw path: bounded labels
@@ -96,7 +114,9 @@ def create_app(champion=None, settings=None, registry=None):
         code = e.name.lower().replace(" ", "_")
         if e.code == 413:
             metrics.REJECTED.labels(code).inc()
-        return error(code, e.description, e.code)
+        # werkzeug's own headers but its HTML content type: a 405 keeps `Allow` (RFC 9110 requires it)
+        headers = [(k, v) for k, v in e.get_headers() if k.lower() != "content-type"]
+        return (*error(code, e.description, e.code), headers)
 
     @app.get("/")
     def page():  # the web page (serve/static/): plain HTML/CSS/JS that talks to the API below, no CDN
@@ -109,11 +129,11 @@ def create_app(champion=None, settings=None, registry=None):
     @app.get("/ready")
     def ready():
         # The champion was verified and self-tested before it was put in place: there is always one.
-        return {"status": "ready", "model": serving.champion.label, "last_switch_error": serving.last_error}
+        return {"status": "ready", "model": serving.champion.label, "last_switch_error": redacted(serving.last_error)}
 
     @app.get("/model")
     def model():
-        return {**serving.champion.describe(), "last_switch_error": serving.last_error,
+        return {**serving.champion.describe(), "last_switch_error": redacted(serving.last_error),
                 "polling_seconds": settings.model_poll_seconds if serving.registry else 0}
 
     @app.get("/metrics")
@@ -169,6 +189,32 @@ def create_app(champion=None, settings=None, registry=None):
     return app
 
 
+class InMemoryRequest(Request):
+    """Uploads never touch the disk, and a body over MAX_CONTENT_LENGTH is a 413 however it is sent.
+
+    werkzeug spools a multipart file part over 500 kB to a temporary file; here every part stays in memory.
+    That is bounded: a Content-Length over the limit is refused before a byte is read, and a chunked body
+    (no Content-Length) is read through werkzeug's LimitedStream, which stops at the limit. For multipart
+    it then raises 413 itself; for a raw or JSON body it silently returns the first MAX_CONTENT_LENGTH
+    bytes (a truncated image, a "corrupt" 400), so get_data looks one byte further and says 413."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+    def get_data(self, cache=True, as_text=False, parse_form_data=False):
+        data = super().get_data(cache, as_text, parse_form_data)
+        limit = self.max_content_length
+        if self.content_length is None and limit is not None and len(data) >= limit \
+                and self.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
+        return data
+
+
+def redacted(text):
+    """A registry error as anyone may read it: without the user:password@ a tracking URI can carry."""
+    return text and re.sub(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)
+
+
 def switched(outcome, old, new):
     metrics.RELOADS.labels(outcome).inc()
     if outcome == "switched":
@@ -197,8 +243,8 @@ def upload_bytes() -> bytes:
         text = payload["image"]
         if text.startswith("data:"):
             text = text.partition(",")[2]
-        try:  # strict, but MIME-style line breaks (base64 wrapped at 76 columns) are fine
-            return base64.b64decode("".join(text.split()), validate=True)
+        try:  # strict, as /openapi.json's pattern says: no whitespace, padded
+            return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as e:
             raise ImageError("bad_base64", f"the image field is not valid base64: {e}") from e
     mimetype = request.mimetype or ""

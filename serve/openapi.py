@@ -1,25 +1,34 @@
 """GET /openapi.json: the API as an OpenAPI 3.1 document, and GET /docs: the same, readable, with curl
 examples. Written by hand next to the routes in serve/app.py; tests check it against real answers."""
+import base64
 import html
 import json
+from pathlib import Path
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+# What base64.b64decode(validate=True) takes (padded, no whitespace), after an optional data: URL prefix.
+BASE64 = "^(data:[^,]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# A real MNIST 7 (the self-test's): the example body, which schemathesis' examples phase also sends.
+SEVEN = "data:image/png;base64," + base64.b64encode((Path(__file__).parent / "selftest" / "7.png").read_bytes()).decode()
 
 
 def image_body(extra=""):
     binary = {"type": "string", "format": "binary"}
     return {"required": True, "description": "One image: PNG, JPEG, GIF, BMP, TIFF or WebP." + extra, "content": {
         "multipart/form-data": {"schema": {"type": "object", "properties": {"image": binary, "file": binary},
-                                           "description": "the image in field `image` (or `file`)"}},
+                                           "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+                                           "description": "the image in field `image` (or `file`), and no other field"}},
         "image/*": {"schema": binary},
         "application/octet-stream": {"schema": binary},
         "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {
-            "image": {"type": "string", "description": "base64, or a data: URL (what canvas.toDataURL gives)"}}}},
+            "image": {"type": "string", "minLength": 1, "pattern": BASE64,
+                      "description": "base64, or a data: URL (what canvas.toDataURL gives)"}}},
+                             "example": {"image": SEVEN}},
     }}
 
 
 def errors(*statuses):
-    meaning = {400: "not an image, corrupt, truncated, empty, no image sent, bad base64",
+    meaning = {400: "not an image, corrupt, truncated, empty, no image sent, bad base64, a bad `debug` value",
                413: "body over MAX_UPLOAD_BYTES (or too many images in a batch)",
                415: "a format we do not take (SVG, PDF, HEIC, PSD, ...)",
                422: "decodable but unusable: no pixels, or over MAX_IMAGE_PIXELS (checked from the header)"}
@@ -30,8 +39,9 @@ def json_response(description, schema):
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-DEBUG = {"name": "debug", "in": "query", "required": False, "schema": {"type": "string", "enum": ["0", "1"]},
-         "description": "1: add `input`, the 28x28 image the model saw, as a PNG data URL"}
+DEBUG_VALUES = ("0", "1", "false", "true")  # serve/app.py refuses any other value (400 bad_parameter)
+DEBUG = {"name": "debug", "in": "query", "required": False, "schema": {"type": "string", "enum": list(DEBUG_VALUES)},
+         "description": "1 (or true): add `input`, the 28x28 image the model saw, as a PNG data URL"}
 
 
 def openapi(settings) -> dict:
@@ -64,9 +74,9 @@ def openapi(settings) -> dict:
                 "summary": "Read many digits; a bad image is an error entry, not a failed request",
                 "parameters": [DEBUG],
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                    "type": "object", "properties": {"images": {
+                    "type": "object", "required": ["images"], "additionalProperties": False, "properties": {"images": {
                         "type": "array", "items": {"type": "string", "format": "binary"},
-                        "maxItems": settings.max_batch_images}}}}}},
+                        "minItems": 1, "maxItems": settings.max_batch_images}}}}}},
                 "responses": {"200": json_response("one entry per image, in order", {
                     "type": "object", "required": ["results", "model"], "properties": {"model": model, "results": {
                         "type": "array", "items": {"allOf": [

@@ -99,13 +99,15 @@ def test_a_big_scan_is_shrunk_before_normalising_and_still_read(small_onnx, digi
     assert answer["prediction"] == labels[3]
 
 
-def test_deep_json_is_a_400_wrapped_base64_is_fine_and_options_is_a_405(model_bundle):
+def test_deep_json_and_wrapped_base64_are_400s_and_options_is_a_405(model_bundle):
     client = create_app(load_bundle(model_bundle), Settings(model_poll_seconds=0)).test_client()
     deep = client.post("/predict", data="[" * 100_000 + "]" * 100_000, content_type="application/json")
     assert deep.status_code == 400 and deep.get_json()["error"]["code"] == "bad_json"
     text = base64.b64encode(FILES["png-gray"]).decode()
     wrapped = "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76))  # as MIME encoders write it
-    assert client.post("/predict", json={"image": wrapped}).get_json()["prediction"] == 3
+    wrong = client.post("/predict", json={"image": wrapped})  # strict, as /openapi.json's pattern says
+    assert wrong.status_code == 400 and wrong.get_json()["error"]["code"] == "bad_base64"
+    assert client.post("/predict", json={"image": text}).get_json()["prediction"] == 3
     for path in ("/predict", "/static/app.js"):
         options = client.options(path)
         assert options.status_code == 405 and options.get_json()["error"]["code"] == "method_not_allowed"

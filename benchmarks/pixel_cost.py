@@ -1,0 +1,44 @@
+"""What one upload at the pixel limit costs (docs/security.md, "Limits"): a page of the given size with a
+block of ink, PNG-encoded (tiny on the wire), through serve.images.decode + normalise in this process.
+
+    python benchmarks/pixel_cost.py [--megapixels 39.6]
+
+Prints the PNG's size, the seconds of CPU and the peak resident memory it added.
+"""
+import argparse
+import io
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from serve.images import decode, normalise  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--megapixels", type=float, default=39.6, help="under MAX_IMAGE_PIXELS' 40 by default")
+    args = parser.parse_args(argv)
+    height = int((args.megapixels * 1e6 / 1.1) ** 0.5)
+    width = int(height * 1.1)
+    page = np.full((height, width), 255, np.uint8)
+    page[height // 3: 2 * height // 3, width // 3: 2 * width // 3] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(page).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    del page, buffer
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.process_time()
+    normalise(decode(data, max_pixels=int(args.megapixels * 1e6) + 1))
+    seconds = time.process_time() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{width}x{height} = {width * height / 1e6:.1f} MP, PNG {len(data):,} bytes: {seconds:.2f} s CPU, "
+          f"peak RSS +{(peak - before) / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
