@@ -51,18 +51,40 @@ def sha256_of_registered(client, version) -> str:
         return hashlib.sha256(onnx_file.read_bytes()).hexdigest()
 
 
+def retried(write, *args, tries=4):
+    """An idempotent registry write (a tag, the alias), tried again when it loses a race: MLflow's SQL store
+    writes one as select-then-insert, so two register runs at once can both insert the same new tag and one
+    fails on the unique key (seen: sqlite3.IntegrityError). The next try finds the row and updates it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(tries):
+        try:
+            return write(*args)
+        except MlflowException:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 def register(best, params):
     mlflow = tracking.setup()
     client = mlflow.MlflowClient()
     try:
-        client.get_run(best["run_id"])
+        run = client.get_run(best["run_id"])
     except mlflow.exceptions.MlflowException as e:
         raise RegisterError(f"MLflow run {best['run_id']} of {best['variant']!r} is not in the tracking store "
                             f"{tracking.tracking_uri()}: rerun its training with `dvc repro -f train@{best['variant']}`") from e
+    if run.info.status != "FINISHED":  # killed or failed mid-way: whatever it logged is not a whole model
+        raise RegisterError(f"MLflow run {best['run_id']} of {best['variant']!r} is {run.info.status}, not FINISHED: "
+                            f"rerun its training with `dvc repro -f train@{best['variant']}`")
 
-    existing = [v for v in client.search_model_versions(f"name='{tracking.MODEL_NAME}'")
-                if v.run_id == best["run_id"] and v.tags.get("model_sha256") == best["onnx_sha256"]]
-    if existing:  # the same run is already registered: reuse it, do not pile up duplicate versions
+    # A version of this run may exist already: registered by an earlier run of this stage, by one running
+    # beside this one, or by one killed before it tagged the version or moved the alias. Reuse it (it is
+    # verified and tagged below like a new one) rather than pile up duplicate, half-tagged versions.
+    existing = sorted((v for v in client.search_model_versions(f"name='{tracking.MODEL_NAME}'")
+                       if v.run_id == best["run_id"] and v.source == best["model_uri"] and v.status == "READY"),
+                      key=lambda v: int(v.version))
+    if existing:
         version = existing[0]
     else:
         version = mlflow.register_model(best["model_uri"], tracking.MODEL_NAME,
@@ -81,7 +103,6 @@ def register(best, params):
                             f"trained one {best['onnx_sha256']}; the alias stays where it was")
     config = {"seed": params["seed"], "data": params["data"], **params["variants"][best["variant"]]}
     tags = {
-        "model_sha256": digest,
         "variant": best["variant"],
         "run_id": best["run_id"],
         "val_accuracy": f"{best['val_accuracy']:.6f}",
@@ -95,13 +116,14 @@ def register(best, params):
         "input": "float32 [N,28,28,1] in [0,1], white ink on black",
         "config": json.dumps(config, sort_keys=True),
         "git_commit": tracking.git_commit(),
+        "model_sha256": digest,  # last: servers refuse a version without it, so one killed mid-tagging is never served
     }
     for key, value in tags.items():
-        client.set_model_version_tag(tracking.MODEL_NAME, version.version, key, value)
+        retried(client.set_model_version_tag, tracking.MODEL_NAME, version.version, key, value)
     client.update_model_version(tracking.MODEL_NAME, version.version,
                                 description=f"{best['variant']}: validation accuracy {best['val_accuracy']:.4%}, "
                                             f"test accuracy {best['test_accuracy']:.4%}")
-    client.set_registered_model_alias(tracking.MODEL_NAME, tracking.CHAMPION, version.version)
+    retried(client.set_registered_model_alias, tracking.MODEL_NAME, tracking.CHAMPION, version.version)
     return version.version
 
 

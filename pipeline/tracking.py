@@ -4,6 +4,7 @@ Default: SQLite inside mlruns/ with artifacts under mlruns/artifacts (MLflow 3's
 deprecated). MLFLOW_TRACKING_URI overrides it, e.g. a team's shared tracking server.
 """
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -32,6 +33,37 @@ def setup():
         mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
     mlflow.set_experiment(EXPERIMENT)
     return mlflow
+
+
+def process_tags() -> dict:
+    """Where a run's process lives: lets a later run tell an abandoned RUNNING run from a live one."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def end_abandoned_runs(variant) -> list:
+    """A training killed outright (kill -9, OOM, a lost machine) cannot end its run: it stays RUNNING
+    forever. Mark KILLED this variant's RUNNING runs whose process, on this host, no longer exists; a run of
+    another host, or of a live process (a parallel `dvc exp run`), is left alone. -> the run ids ended."""
+    import mlflow
+
+    ended = []
+    for run in mlflow.search_runs(experiment_names=[EXPERIMENT], output_format="list",
+                                  filter_string=f"tags.variant = '{variant}' and attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit() and not alive(int(tags["pid"])):
+            mlflow.MlflowClient().set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    return ended
+
+
+def alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, someone else's
+        return True
+    return True
 
 
 def git_commit() -> str:

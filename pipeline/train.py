@@ -154,9 +154,11 @@ def main(name):
         train, val = with_negatives("train", train), with_negatives("val", val)
 
     mlflow = tracking.setup()
-    with mlflow.start_run(run_name=name) as run:
-        mlflow.set_tags({"variant": name, "git_commit": tracking.git_commit(), "data_sha256": data_sha256(),
-                         "stage": "train"})
+    for run_id in tracking.end_abandoned_runs(name):
+        print(f"train: {name}: MLflow run {run_id} was left RUNNING by a killed training; marked KILLED")
+    # Tagged with its process as it is created: a kill at any later moment leaves a run the next one can end.
+    with mlflow.start_run(run_name=name, tags={"variant": name, **tracking.process_tags()}) as run:
+        mlflow.set_tags({"git_commit": tracking.git_commit(), "data_sha256": data_sha256(), "stage": "train"})
         mlflow.log_params(tracking.flatten({"seed": seed, "data": params["data"], **variant}))
         print(f"train: {name}: {len(train[1])} training images, {len(val[1])} validation"
               f"{' (digits and non-digits)' if variant.get('reject') else ''}; MLflow run {run.info.run_id}")

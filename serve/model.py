@@ -19,6 +19,12 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+# An MLflow tracking server that does not answer must be an error within seconds. MLflow's own defaults (7
+# retries, backoff factor 2, 120 s timeout) kept a server starting against a dead URI silent for ~250 s
+# (measured). Here: 3 tries over ~3 s, 10 s per connect/read. A running server keeps its model and polls
+# again anyway. The environment still wins.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 SELFTEST_DIR = Path(__file__).parent / "selftest"  # one real MNIST digit per class, named by its label
 METRIC_TAGS = ("val_accuracy", "test_accuracy", "temperature", "rejection_threshold", "test_ece_calibrated",
                "val_non_digits_rejected", "latency_ms_median")
@@ -114,6 +120,8 @@ class Registry:
 
     def __init__(self, name=None, alias=None, tracking_uri=None):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         self.name = name or os.environ.get("MODEL_NAME", "digits")
         self.alias = alias or os.environ.get("MODEL_ALIAS", "champion")
         self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
@@ -136,13 +144,13 @@ class Registry:
         try:
             return self._client().get_model_version_by_alias(self.name, self.alias)
         except MlflowException as e:
-            first_line = str(getattr(e, "message", e)).splitlines()[0]
+            reason = first_line(getattr(e, "message", e))
             if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-                raise ModelError(f"cannot reach the MLflow registry at {self.uri}: {first_line}") from e
+                raise ModelError(f"cannot reach the MLflow registry at {self.uri}: {reason}") from e
             raise ModelError(f"no model registered as {self.name}@{self.alias} in {self.uri}: run `make repro` to "
-                             f"train and register one ({first_line})") from e
+                             f"train and register one ({reason})") from e
         except Exception as e:  # an unreachable tracking server, a locked or broken database ...
-            raise ModelError(f"cannot reach the MLflow registry at {self.uri}: {e}") from e
+            raise ModelError(f"cannot reach the MLflow registry at {self.uri}: {first_line(e)}") from e
 
     def version(self) -> str:
         """The version the alias points to now (one registry query, no download)."""
@@ -274,6 +282,11 @@ def with_temperature(probs, temperature):
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def first_line(error) -> str:
+    """An error's first line: SQLAlchemy appends the SQL and a link, which a startup message does not need."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def sha256(data: bytes) -> str:
