@@ -66,6 +66,13 @@ def repo_files():
 def run_pipeline(root, mnist_dir, *params_overrides):
     """Copy the repository (its git-visible files) to root, compose params.yaml with the given Hydra
     overrides and run the real `dvc repro` there. -> (the environment used, repro's stdout)."""
+    env = copy_project(root, mnist_dir, *params_overrides)
+    return env, run([str(BIN / "dvc"), "repro"], root, env).stdout
+
+
+def copy_project(root, mnist_dir, *params_overrides):
+    """The repository's git-visible files in root, as a git repository, with params.yaml composed from
+    the given Hydra overrides. -> the environment to run its pipeline in."""
     for name in repo_files():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, root / name)
@@ -76,7 +83,7 @@ def run_pipeline(root, mnist_dir, *params_overrides):
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         run(cmd, root, env)
     run([sys.executable, "-m", "pipeline.params", *params_overrides], root, env)
-    return env, run([str(BIN / "dvc"), "repro"], root, env).stdout
+    return env
 
 
 def png_bytes(array, mode="L"):

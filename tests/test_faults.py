@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, repo_files, run
+from conftest import BIN, ROOT, copy_project, run
 from pipeline import download
 from serve import create_app
 from serve.config import Settings
@@ -24,21 +24,6 @@ from test_serving import free_port
 
 # Two variants are enough to interrupt one training while the other is done; the smoke config otherwise.
 SMOKE = ("+experiment=smoke", "~variants.strong", "~variants.robust")
-
-
-def copy_project(root, mnist_dir):
-    """The repository's git-visible files in root, as a git repository, with the smoke params.yaml."""
-    for name in repo_files():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, root / name)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MNIST_DIR": str(mnist_dir),
-           "PYTHONPATH": str(root)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        run(cmd, root, env)
-    run([sys.executable, "-m", "pipeline.params", *SMOKE], root, env)
-    return env
 
 
 def training_run(db: Path, variant):
@@ -83,7 +68,7 @@ def project(tmp_path_factory, mnist_dir):
     (SIGINT to the process group) in train@dense, kill -9 of the group in train@cnn, then `dvc repro`.
     -> (root, env, {signal name: the MLflow run it interrupted}, {signal name or "rerun": repro's output})."""
     root = tmp_path_factory.mktemp("faults")
-    env = copy_project(root, mnist_dir)
+    env = copy_project(root, mnist_dir, *SMOKE)
     logs_dir = tmp_path_factory.mktemp("logs")
     killed, logs = {}, {}
     for variant, sig in (("dense", signal.SIGINT), ("cnn", signal.SIGKILL)):

@@ -10,8 +10,8 @@ import sys
 import jsonschema
 import pytest
 
-from conftest import ROOT
-from test_serving import bundle, champion, client, on_paper, serve_env  # noqa: F401 (fixtures)
+from conftest import ROOT, server_env
+from test_serving import bundle, champion, client, on_paper  # noqa: F401 (fixtures)
 
 
 def error_code(response, status):
@@ -88,7 +88,7 @@ def test_the_documents_example_is_a_seven_the_api_reads(client):  # noqa: F811
 
 def test_the_real_server_keeps_every_promise_of_its_openapi_document(bundle):  # noqa: F811
     run = subprocess.run([sys.executable, "benchmarks/schema_fuzz.py", "--examples", "10", "--workers", "1"],
-                         cwd=ROOT, env=serve_env(bundle), capture_output=True, text=True, timeout=240)
+                         cwd=ROOT, env=server_env(bundle), capture_output=True, text=True, timeout=240)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-8000:]
     assert "No issues found" in output and "0 tracebacks in the server log" in output

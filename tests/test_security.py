@@ -21,10 +21,10 @@ from flask import Flask, request
 from PIL import Image
 
 import serve.app
-from conftest import ROOT
+from conftest import ROOT, server_env
 from serve import create_app
 from serve.config import Settings
-from test_serving import bundle, champion, free_port, on_paper, serve_env, wait_until_ready  # noqa: F401
+from test_serving import bundle, champion, free_port, on_paper, wait_until_ready  # noqa: F401
 
 NO_POLL = Settings(model_poll_seconds=0)
 
@@ -152,7 +152,7 @@ def server(bundle, tmp_path_factory):  # noqa: F811
     port, log = free_port(), tmp_path_factory.mktemp("server") / "server.log"
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "serve", "--port", str(port)], cwd=ROOT,
-                                   env=serve_env(bundle, WORKERS="1", THREADS="2", MAX_UPLOAD_BYTES="200000"),
+                                   env=server_env(bundle, WORKERS="1", THREADS="2", MAX_UPLOAD_BYTES="200000"),
                                    stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", log=log)

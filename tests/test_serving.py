@@ -3,7 +3,6 @@ the champion switching when its alias moves in a real MLflow registry, baked-in 
 the real gunicorn server over HTTP."""
 import io
 import json
-import os
 import re
 import signal
 import socket
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, server_env
 from serve import create_app
 from serve.config import Settings
 from serve.model import ModelError, Registry, export_bundle, load_bundle, sha256, verified
@@ -295,11 +294,6 @@ def bundle(champion, tmp_path_factory):
     return folder
 
 
-def serve_env(bundle, **extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR")}
-    return {**env, "MODEL_DIR": str(bundle), "PYTHONPATH": str(ROOT), **extra}
-
-
 def test_cli_predicts_files_and_folders_through_the_api_path(bundle, digits, tmp_path):
     images, labels = digits
     for i in range(5):
@@ -307,7 +301,7 @@ def test_cli_predicts_files_and_folders_through_the_api_path(bundle, digits, tmp
     (tmp_path / "notes.txt").write_text("not an image, not picked up from a folder")
     (tmp_path / "broken.png").write_bytes(on_paper(images[0])[:300])  # a real PNG, truncated
     run = subprocess.run([sys.executable, "-m", "serve", "predict", "--json", str(tmp_path)], cwd=ROOT,
-                         env=serve_env(bundle), capture_output=True, text=True, timeout=120)
+                         env=server_env(bundle), capture_output=True, text=True, timeout=120)
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert [Path(line["file"]).name for line in lines] == ["0.png", "1.png", "2.png", "3.png", "4.png", "broken.png"]
     assert lines[-1]["status"] == 400 and lines[-1]["error"]["code"] == "corrupt_image"
@@ -317,7 +311,7 @@ def test_cli_predicts_files_and_folders_through_the_api_path(bundle, digits, tmp
         api = client.post("/predict", data=on_paper(images[i]), content_type="image/png").get_json()
         assert {k: line[k] for k in api} == api  # the same answer as the API, field for field
     plain = subprocess.run([sys.executable, "-m", "serve", "predict", str(tmp_path / "0.png")], cwd=ROOT,
-                           env=serve_env(bundle), capture_output=True, text=True, timeout=120)
+                           env=server_env(bundle), capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0 and plain.stdout.startswith(f"{tmp_path / '0.png'}: {lines[0]['prediction']}  (")
 
 
@@ -351,7 +345,7 @@ def wait_until_ready(base, seconds=60, log=None):
 def test_the_real_gunicorn_server_answers_over_http_and_drains_on_sigterm(bundle, digits):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "serve", "--port", str(port)], cwd=ROOT,
-                              env=serve_env(bundle, WORKERS="2", THREADS="2"), stdout=subprocess.PIPE,
+                              env=server_env(bundle, WORKERS="2", THREADS="2"), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -374,7 +368,7 @@ def test_the_real_gunicorn_server_answers_over_http_and_drains_on_sigterm(bundle
 
 
 def test_gunicorn_without_a_model_exits_with_a_clear_message(tmp_path):
-    env = serve_env(tmp_path / "no-bundle-here", WORKERS="1")
+    env = server_env(tmp_path / "no-bundle-here", WORKERS="1")
     run = subprocess.run([sys.executable, "-m", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "does not hold a model bundle" in run.stdout + run.stderr

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
-from test_serving import bundle, champion, free_port, http, png, serve_env, wait_until_ready  # noqa: F401 (fixtures)
+from conftest import ROOT, server_env
+from test_serving import bundle, champion, free_port, http, png, wait_until_ready  # noqa: F401 (fixtures)
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -41,7 +41,7 @@ def server(bundle, tmp_path_factory):  # noqa: F811 (the imported fixture)
     port, log = free_port(), tmp_path_factory.mktemp("web") / "server.log"
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "serve", "--port", str(port)], cwd=ROOT,
-                                   env=serve_env(bundle, WORKERS="1", THREADS="4"), stdout=out, stderr=subprocess.STDOUT)
+                                   env=server_env(bundle, WORKERS="1", THREADS="4"), stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base, log=log)
