@@ -40,6 +40,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.live_server import free_port, rss_mb, start_server, stop_server, worker_pids  # noqa: E402
+from benchmarks.robustness import encode  # noqa: E402
 
 BOMB_MS = 50
 Case = namedtuple("Case", "family method path headers body")
@@ -56,12 +57,6 @@ def digit_page(size=120):
     page = Image.new("L", (size, size), 235)
     page.paste(Image.eval(digit, lambda v: 235 - v * 0.9), (size // 4, size // 4))
     return page.convert("RGB")
-
-
-def encode(image, fmt, **options):
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 @cache
