@@ -12,7 +12,6 @@ schemathesis failure and on any traceback in the server's log. tests/test_schema
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,13 +20,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.live_server import free_port  # noqa: E402
+
 CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until_ready(base, server, log, seconds=90):

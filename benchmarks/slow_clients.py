@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from schema_fuzz import ROOT, free_port, wait_until_ready  # noqa: E402
+from schema_fuzz import ROOT, wait_until_ready  # noqa: E402
+
+from benchmarks.live_server import free_port  # noqa: E402
 
 
 def health_seconds(port, wait):

@@ -5,7 +5,6 @@ import io
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.live_server import free_port
 from conftest import ROOT, server_env
 from serve import create_app
 from serve.config import Settings
@@ -313,12 +313,6 @@ def test_cli_predicts_files_and_folders_through_the_api_path(bundle, digits, tmp
     plain = subprocess.run([sys.executable, "-m", "serve", "predict", str(tmp_path / "0.png")], cwd=ROOT,
                            env=server_env(bundle), capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0 and plain.stdout.startswith(f"{tmp_path / '0.png'}: {lines[0]['prediction']}  (")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(url, data=None, content_type="image/png"):
