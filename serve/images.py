@@ -15,10 +15,9 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 # Pillow's own decompression-bomb guard stays on (it errors at 2x this); decode() refuses anything over
 # its max_pixels from the header first, before a byte of pixel data is decoded.
 Image.MAX_IMAGE_PIXELS = 40_000_000
-# What people upload. Pillow opens more (PSD, ICO, PCX, ...): those are refused as unsupported, not
-# guessed at. MPO is how many phones save JPEGs.
-FORMATS = {"PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP"}
-OPENERS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # Pillow's plugins for them (JPEG opens MPO too)
+# What people upload, as Pillow's plugin names (JPEG's also opens MPO, how many phones save JPEGs). Pillow
+# knows more (PSD, ICO, PCX, ...): those are refused as unsupported, not guessed at.
+OPENERS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 # Decoding costs in proportion to the pixels; 8-bit PNG's deflate cannot pack more than ~1,030 pixels in a
 # byte, and a page with a digit on it packs far fewer. Over BOMB_MIN_PIXELS, more than this is refused.
 BOMB_PIXELS_PER_BYTE = 1000
@@ -128,7 +127,7 @@ def unsupported_kind(head: bytes):
 
 
 def unsupported(kind) -> ImageError:
-    accepted = ", ".join(sorted(FORMATS - {"MPO"}))
+    accepted = ", ".join(sorted(OPENERS))
     return ImageError("unsupported_type", f"{kind} is not supported: send {accepted}", status=415)
 
 
