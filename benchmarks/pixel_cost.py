@@ -2,6 +2,7 @@
 block of ink, PNG-encoded (tiny on the wire), through serve.images.decode + normalise in this process.
 
     python benchmarks/pixel_cost.py [--megapixels 39.6]
+    python benchmarks/pixel_cost.py --megapixels 4 --noise 0.05   # salt-and-pepper: the most blobs to label
 
 Prints the PNG's size, the seconds of CPU and the peak resident memory it added.
 """
@@ -22,11 +23,16 @@ from serve.images import decode, normalise  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--megapixels", type=float, default=39.6, help="under MAX_IMAGE_PIXELS' 40 by default")
+    parser.add_argument("--noise", type=float, metavar="SHARE",
+                        help="instead of the ink block, this share of the pixels black at random (a page of specks)")
     args = parser.parse_args(argv)
     height = int((args.megapixels * 1e6 / 1.1) ** 0.5)
     width = int(height * 1.1)
     page = np.full((height, width), 255, np.uint8)
-    page[height // 3: 2 * height // 3, width // 3: 2 * width // 3] = 0
+    if args.noise:
+        page[np.random.default_rng(0).random(page.shape) < args.noise] = 0
+    else:
+        page[height // 3: 2 * height // 3, width // 3: 2 * width // 3] = 0
     buffer = io.BytesIO()
     Image.fromarray(page).save(buffer, format="PNG")
     data = buffer.getvalue()

@@ -97,3 +97,16 @@ def test_a_phone_photo_under_a_lamp_comes_out_mnist_style(digits, index):
     out = normalise(decode(encoded(rgb, "JPEG", quality=85)))
     assert out[0].max() == 0 and out[:, 0].max() == 0
     assert similarity(out, normalise(digit.astype(np.float32) / 255)) > 0.8
+
+
+@pytest.mark.parametrize("index", range(1, 30, 3))  # one real test digit of each class
+def test_specks_far_from_the_digit_do_not_shrink_it_to_a_dot(digits, index):
+    """A few 2x2 dark specks (sensor noise, dust) at the edges of the page: the crop is the digit's box,
+    not the page's."""
+    digit = digits[0][index]
+    page = np.asarray(on_paper(digit, canvas=500, at=(200, 200), size=80)).copy()
+    clean = normalise(decode(encoded(Image.fromarray(page), "PNG")))
+    for y, x in [(3, 3), (3, 490), (490, 3), (490, 490), (250, 2), (2, 250)]:
+        page[y:y + 2, x:x + 2] = 0
+    specked = normalise(decode(encoded(Image.fromarray(page), "PNG")))
+    assert similarity(specked, clean) > 0.99
