@@ -4,7 +4,8 @@
 
 Reads the variant's config from params.yaml (composed from conf/model/<variant>.yaml). Writes
 models/<variant>/ (model.keras, model.onnx, run.json) and reports/<variant>/history.csv. A variant with
-`reject: true` also learns class 10, "not a digit", from data/negatives (pipeline/negatives.py).
+`reject: true` also learns class 10, "not a digit", from data/negatives (pipeline/negatives.py); one with
+`uploads: true` also trains on training digits drawn as uploads (data/uploads, pipeline/uploads.py).
 """
 import hashlib
 import json
@@ -22,7 +23,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline import tracking  # noqa: E402
-from pipeline import negatives  # noqa: E402
+from pipeline import negatives, uploads  # noqa: E402
 from pipeline.augment import random_stroke, random_warp  # noqa: E402
 from pipeline.models import build  # noqa: E402
 from pipeline.params import load  # noqa: E402
@@ -150,6 +151,9 @@ def main(name):
     out_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)
     train, val = load_split("train"), load_split("val")
+    if variant.get("uploads"):  # training only: validation stays MNIST's, as for every variant
+        drawn = uploads.load_train()
+        train = np.concatenate([train[0], drawn[0]]), np.concatenate([train[1], drawn[1].astype(train[1].dtype)])
     if variant.get("reject"):
         train, val = with_negatives("train", train), with_negatives("val", val)
 
@@ -161,7 +165,8 @@ def main(name):
         mlflow.set_tags({"git_commit": tracking.git_commit(), "data_sha256": data_sha256(), "stage": "train"})
         mlflow.log_params(tracking.flatten({"seed": seed, "data": params["data"], **variant}))
         print(f"train: {name}: {len(train[1])} training images, {len(val[1])} validation"
-              f"{' (digits and non-digits)' if variant.get('reject') else ''}; MLflow run {run.info.run_id}")
+              f"{' (digits and non-digits)' if variant.get('reject') else ''}"
+              f"{'; training digits include uploads' if variant.get('uploads') else ''}; MLflow run {run.info.run_id}")
         started = time.perf_counter()
         model, log = fit(variant, seed, train, val, report_dir / "history.csv", mlflow)
         classes = model.output_shape[-1]

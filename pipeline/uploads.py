@@ -1,0 +1,134 @@
+"""Stage `uploads`: training digits drawn the ways people upload them, as the server's normaliser sees them.
+
+    python -m pipeline.uploads
+
+MNIST's own 28x28s are tidy. What the server hands the model after serve.images has made a 28x28 out
+of a marker on grey paper, a fine liner, a phone photo under a lamp or a JPEG is not: loops a fat
+pen filled in and the normaliser thinned back, faint grey strokes, blur, a tilted page. The variants
+with `uploads: true` also train on these. Each is a *training* digit (never a validation or test one)
+drawn once as a random upload, encoded as a PNG or JPEG, then decoded and normalised by the server's
+own code: the model learns what the server will actually show it.
+
+The mix of pens, papers, lighting and encodings covers the kinds of upload issue #4 names. It is drawn
+here with its own code and wider ranges, independently of benchmarks/robustness.py, which measures on
+test digits. Writes data/uploads/train.npy (uint8 [N, 28, 28], white on black) and train_labels.npy.
+Plain .npy as in pipeline/negatives.py: unchanged outputs give identical files, and DVC retrains nothing.
+"""
+import io
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from pipeline.params import load
+from pipeline.preprocess import load_split
+from serve.images import decode, normalise
+
+OUT_DIR = Path("data/uploads")
+
+
+def pen(digit, rng):
+    """MNIST digit (uint8 28x28) -> ink coverage at 112x112, strokes made thinner or fatter. At 4x one
+    step of a 3x3 filter moves each edge a quarter pixel of the 28x28: -3 is a fine liner, +7 a marker
+    that fills small loops."""
+    big = Image.fromarray(digit).resize((112, 112), Image.BILINEAR)
+    steps = int(rng.integers(-3, 8))
+    for _ in range(abs(steps)):
+        big = big.filter(ImageFilter.MaxFilter(3) if steps > 0 else ImageFilter.MinFilter(3))
+    return big
+
+
+def page(ink112, rng):
+    """The digit on a page: (float32 gray [H, W] in 0..255, the digit's coverage on the page)."""
+    size = int(rng.integers(28, 321))  # the digit's box, px
+    w, h = (min(max(size, int(size / rng.uniform(0.2, 0.95))), 640) for _ in range(2))  # <= 640 px: big enough, cheap to draw
+    mask = np.zeros((h, w), np.float32)
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    mask[top:top + size, left:left + size] = np.asarray(ink112.resize((size, size), Image.BILINEAR), np.float32) / 255
+    paper = np.float32(rng.uniform(120, 255))
+    ink = np.float32(rng.uniform(0, max(paper - 70, 1)))  # a pen darker than its paper by at least 70 levels
+    return paper - (paper - ink) * mask, mask
+
+
+def photograph(gray, rng):
+    """A phone photo of the page: a tilt, focus blur, light falling off across it, sensor noise."""
+    paper = float(np.median(gray))
+    image = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)).rotate(
+        float(rng.uniform(-10, 10)), Image.BILINEAR, expand=True, fillcolor=int(paper))
+    image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 2.2))))
+    gray = np.asarray(image, np.float32)
+    h, w = gray.shape
+    angle, strength = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.3)
+    across = np.cos(angle) * (np.arange(w, dtype=np.float32) / w - 0.5)
+    down = np.sin(angle) * (np.arange(h, dtype=np.float32) / h - 0.5)
+    gray *= 1 + 2 * strength * (across[None, :] + down[:, None])
+    gray += rng.standard_normal(gray.shape, dtype=np.float32) * rng.uniform(0, 10)
+    return gray
+
+
+def draw(digit, seed):
+    """One training digit as a random upload -> its encoded bytes. Each digit has its own random stream,
+    so the result does not depend on how the work is split between processes."""
+    rng = np.random.default_rng(seed)
+    ink112 = pen(digit, rng)
+    if rng.random() < 0.15:  # a transparent canvas drawing: black strokes, alpha is the ink
+        _, mask = page(ink112, rng)
+        rgba = np.zeros(mask.shape + (4,), np.uint8)
+        rgba[..., 3] = (mask * 255).round().astype(np.uint8)
+        return encode(Image.fromarray(rgba, "RGBA"), "PNG", compress_level=1)
+    gray, _ = page(ink112, rng)
+    if rng.random() < 0.5:
+        gray = photograph(gray, rng)
+    if rng.random() < 0.1:  # chalk on a blackboard, a screenshot in dark mode
+        gray = 255 - gray
+    image = Image.fromarray(np.clip(gray, 0, 255).round().astype(np.uint8))
+    if rng.random() < 0.5:
+        return encode(image, "JPEG", quality=int(rng.integers(40, 96)))
+    return encode(image, "PNG", compress_level=1)  # the same pixels, 5x faster to write
+
+
+def encode(image, fmt, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def as_seen(job):
+    """(digit, seed) -> the uint8 28x28 the server would hand the model (all zeros if it saw a blank)."""
+    digit, seed = job
+    return (normalise(decode(draw(digit, seed))) * 255).round().astype(np.uint8)
+
+
+def generate(x, y, n, seed, workers=None):
+    """n training digits (x uint8 [N, 28, 28], labels y) drawn as uploads -> (images, labels). Uploads the
+    server would answer "blank" (the model never sees those) are left out."""
+    picks = np.random.default_rng(seed).choice(len(x), size=min(n, len(x)), replace=False)
+    jobs = [(x[i], [*seed, int(i)]) for i in picks]
+    with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+        images = np.stack(list(pool.map(as_seen, jobs, chunksize=256)))
+    seen = images.reshape(len(images), -1).any(axis=1)
+    return images[seen], y[picks][seen]
+
+
+def main():
+    params = load()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    x, y = load_split("train")
+    images, labels = generate(x, y, params["uploads"]["train"], [params["seed"], 3])
+    for name, array in (("train", images), ("train_labels", labels)):
+        path = OUT_DIR / f"{name}.npy"
+        partial = path.with_suffix(".partial.npy")
+        np.save(partial, array)
+        partial.replace(path)
+    print(f"uploads: train: {len(images)} training digits drawn as uploads "
+          f"({params['uploads']['train'] - len(images)} came out blank and were left out)")
+
+
+def load_train(directory=OUT_DIR):
+    return np.load(Path(directory) / "train.npy"), np.load(Path(directory) / "train_labels.npy")
+
+
+if __name__ == "__main__":
+    main()
