@@ -24,7 +24,7 @@ from serve.images import normalise
 
 OUT_DIR = Path("data/negatives")
 # Letters and symbols only: glyphs that are digits in many hands (O o D I l i | S s Z z G g q b B) are out.
-GLYPHS = "ACEFHJKLMNPRTUVWXYacefhjkmnprtuvwxy#?&@%*+=!<>{}[]~^πΣΩλ✓✗★♥"
+GLYPHS = "ACEFHJKLMNPRTUVWXYacefhjkmnprtuvwxy#?&@%*+=!<>{}[]~^$£€¥§πΣΩλ✓✗★♥"
 
 
 def fonts():
