@@ -192,9 +192,12 @@ def background_surface(ink: np.ndarray, size=48, rounds=3) -> np.ndarray:
 
 def ink_map(gray: np.ndarray):
     """Grayscale [H, W] in [0, 1] -> ink strength [H, W] in [0, 1] (0 = background), or None if blank."""
-    # Ink polarity: the background is what the border mostly is.
+    # Ink polarity: the background is what the border mostly is, and the ink is whichever way from it
+    # reaches further. (Not "the paper is lighter than mid-grey": paper photographed in dim light is
+    # darker than that, and the pen darker still.)
     sides = [gray[0], gray[-1], gray[:, 0], gray[:, -1]]
-    dark_ink = median(np.concatenate(sides)) > 0.5
+    background = median(np.concatenate(sides))
+    dark_ink = background - float(gray.min()) > float(gray.max()) - background
     ink = 1.0 - gray if dark_ink else gray.copy()
     # Flatten the background to 0 and stretch the ink to 1. Evenly lit (the four edges agree: scans,
     # canvases, MNIST itself): one level, cheap. Otherwise (a lamp, a shadow): a fitted surface.

@@ -110,3 +110,15 @@ def test_specks_far_from_the_digit_do_not_shrink_it_to_a_dot(digits, index):
         page[y:y + 2, x:x + 2] = 0
     specked = normalise(decode(encoded(Image.fromarray(page), "PNG")))
     assert similarity(specked, clean) > 0.99
+
+
+@pytest.mark.parametrize("paper, ink", [(0.45, 0.05), (0.35, 0.0), (0.6, 0.2), (0.55, 0.95), (0.4, 0.9), (0.2, 0.7)])
+def test_ink_is_found_on_mid_grey_paper_whichever_way_it_goes(digits, paper, ink):
+    """Dark pen on paper photographed in dim light (the paper darker than mid-grey), chalk on a grey
+    board: the polarity is where the ink goes from the paper, not which side of 0.5 the paper is."""
+    digit = digits[0][7]
+    coverage = np.zeros((240, 320), np.float32)
+    coverage[60:172, 100:212] = np.asarray(Image.fromarray(digit).resize((112, 112), Image.BILINEAR), np.float32) / 255
+    page = ((paper + (ink - paper) * coverage) * 255).round().astype(np.uint8)
+    out = normalise(decode(encoded(Image.fromarray(page), "PNG")))
+    assert similarity(out, normalise(digit.astype(np.float32) / 255)) > 0.9
