@@ -108,3 +108,19 @@ def test_reading_lets_the_model_join_pieces_geometry_left_apart(glyphs):
     assert len(read(gray, knows_zero)) == 1
     assert len(read(gray, rejects_blobs)) == 2
     assert read(np.ones((50, 50), np.float32), knows_zero) == []
+
+
+def test_a_number_on_a_page_over_a_megapixel_is_read_reduced_with_boxes_on_the_upload(glyphs):
+    """Pages over READ_PIXELS are read box-reduced (labelling noise costs in proportion to the
+    pixels); the digits are the same and the boxes are in the uploaded page's pixels."""
+    picks = [3, 2, 1]  # 0 1 2
+    pieces = [glyphs(i, height=300) for i in picks]
+    ink = np.zeros((1400, 1500), np.float32)  # 2.1 MP
+    lefts = [300, 300 + pieces[0].shape[1] + 60, 300 + pieces[0].shape[1] + pieces[1].shape[1] + 150]
+    for piece, left in zip(pieces, lefts):
+        ink[500:800, left:left + piece.shape[1]] = piece
+    found = segment(1 - ink)
+    assert len(found) == 3
+    for (box, image), i, left in zip(found, picks, lefts):
+        assert box[0] == pytest.approx(left, abs=4) and box[3] == pytest.approx(300, abs=4)  # the upload's pixels
+        assert np.corrcoef(image.ravel(), to_mnist(glyphs(i)).ravel())[0, 1] > 0.9
