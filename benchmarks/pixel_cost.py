@@ -3,6 +3,10 @@ block of ink, PNG-encoded (tiny on the wire), through serve.images.decode + norm
 
     python benchmarks/pixel_cost.py [--megapixels 39.6]
     python benchmarks/pixel_cost.py --megapixels 4 --noise 0.05   # salt-and-pepper: the most blobs to label
+    python benchmarks/pixel_cost.py --megapixels 4 --noise 0.5 --read   # what /read does with it
+
+--read segments the page as /read does (serve.segment.read) with a stand-in classifier: the model's own
+share, a few hundred 28x28 at most, is milliseconds.
 
 Prints the PNG's size, the seconds of CPU and the peak resident memory it added.
 """
@@ -18,6 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from serve.images import decode, normalise  # noqa: E402
+from serve.segment import read  # noqa: E402
 
 
 def main(argv=None):
@@ -25,6 +30,7 @@ def main(argv=None):
     parser.add_argument("--megapixels", type=float, default=39.6, help="under MAX_IMAGE_PIXELS' 40 by default")
     parser.add_argument("--noise", type=float, metavar="SHARE",
                         help="instead of the ink block, this share of the pixels black at random (a page of specks)")
+    parser.add_argument("--read", action="store_true", help="segment it as /read does instead of normalising it")
     args = parser.parse_args(argv)
     height = int((args.megapixels * 1e6 / 1.1) ** 0.5)
     width = int(height * 1.1)
@@ -39,7 +45,11 @@ def main(argv=None):
     del page, buffer
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.process_time()
-    normalise(decode(data, max_pixels=int(args.megapixels * 1e6) + 1))
+    gray = decode(data, max_pixels=int(args.megapixels * 1e6) + 1)
+    if args.read:
+        read(gray, lambda batch: np.full((len(batch), 11), 1 / 11, np.float32))
+    else:
+        normalise(gray)
     seconds = time.process_time() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"{width}x{height} = {width * height / 1e6:.1f} MP, PNG {len(data):,} bytes: {seconds:.2f} s CPU, "
