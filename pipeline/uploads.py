@@ -43,7 +43,8 @@ def pen(digit, rng):
 def page(ink112, rng):
     """The digit on a page: (float32 gray [H, W] in 0..255, the digit's coverage on the page)."""
     size = int(rng.integers(28, 321))  # the digit's box, px
-    w, h = (min(max(size, int(size / rng.uniform(0.2, 0.95))), 640) for _ in range(2))  # <= 640 px: big enough, cheap to draw
+    # The page: the box a fifth to nearly all of each side, at most 640 px (plenty, and cheap to draw).
+    w, h = (min(max(size, int(size / rng.uniform(0.2, 0.95))), 640) for _ in range(2))
     mask = np.zeros((h, w), np.float32)
     top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
     mask[top:top + size, left:left + size] = np.asarray(ink112.resize((size, size), Image.BILINEAR), np.float32) / 255
