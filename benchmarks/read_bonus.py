@@ -30,7 +30,7 @@ def number(gray, champion, bonus):
     found = read(gray, champion.calibrated, bonus)
     if not found:
         return None
-    digits = champion.calibrated(np.stack([image for _, image in found])[..., None])[:, :10]
+    digits = np.stack([p for _, _, p in found])[:, :10]
     if (digits.max(axis=1) < champion.rejection_threshold).any():
         return None
     return "".join(str(int(d)) for d in digits.argmax(axis=1))

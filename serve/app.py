@@ -55,10 +55,12 @@ def create_app(champion=None, settings=None, registry=None):
     metrics.MODEL.labels(champion.label).set(1)
     serving.watch(settings.model_poll_seconds)
 
-    def predictions(images28, champion):
+    def predictions(images28, champion, probabilities=None):
         """[N, 28, 28] -> one answer dict per image, all from the same champion. Confidence is calibrated
-        (the registered temperature); under the registered threshold the answer is "not a digit"."""
-        probabilities = champion.calibrated(np.stack(images28)[..., None])
+        (the registered temperature); under the registered threshold the answer is "not a digit".
+        probabilities: the champion's calibrated output for these images, when the caller already has it."""
+        if probabilities is None:
+            probabilities = champion.calibrated(np.stack(images28)[..., None])
         answers = []
         for image28, p in zip(images28, probabilities):
             digits = p[:10]
@@ -177,8 +179,8 @@ def create_app(champion=None, settings=None, registry=None):
     def read():
         champion = serving.champion
         found = read_number(decode(upload_bytes(), settings.max_image_pixels), champion.calibrated)
-        digits = predictions([image28 for _, image28 in found], champion) if found else []
-        for (box, _), digit in zip(found, digits):
+        digits = predictions([image for _, image, _ in found], champion, [p for _, _, p in found]) if found else []
+        for (box, _, _), digit in zip(found, digits):
             digit["box"] = box
         if not digits:
             return {"number": None, "reason": "blank", "digits": [], "model": champion.label}

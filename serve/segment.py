@@ -55,15 +55,18 @@ DIGIT_BONUS = 1.0  # log-probability a digit must lose before two pieces are rea
 
 
 def read(gray: np.ndarray, classify, bonus=DIGIT_BONUS, min_share=0.02):
-    """Grayscale page -> [(box [x, y, w, h], 28x28 digit)], left to right, grouped by the model.
-    classify: float32 [N, 28, 28, 1] -> [N, 10 or 11] calibrated probabilities (index 10: not a digit)."""
+    """Grayscale page -> [(box [x, y, w, h], 28x28 digit, its probabilities)], left to right, grouped by
+    the model. classify: float32 [N, 28, 28, 1] -> [N, 10 or 11] calibrated probabilities (index 10: not
+    a digit); each digit's probabilities are classify's own, so no caller needs to run it again."""
     gray, factor = reduced(gray)
     found = candidates(gray, min_share)
     if not found:
         return []
     parts, ink = found
     if len(parts) > MAX_PIECES:
-        return [(scaled(p.box, factor), to_mnist(p.ink)) for p in parts]
+        images = [to_mnist(p.ink) for p in parts]
+        probabilities = classify(np.stack(images)[..., None])
+        return [(scaled(p.box, factor), image, q) for p, image, q in zip(parts, images, probabilities)]
     # Every run parts[i:j] of up to MAX_GROUP pieces, as one candidate digit.
     runs = [(i, j) for i in range(len(parts)) for j in range(i + 1, min(i + MAX_GROUP, len(parts)) + 1)]
     groups = {}
@@ -74,7 +77,8 @@ def read(gray: np.ndarray, classify, bonus=DIGIT_BONUS, min_share=0.02):
         groups[i, j] = group
     images = {run: to_mnist(group.ink) for run, group in groups.items()}
     probabilities = classify(np.stack([images[run] for run in runs])[..., None])
-    score = {run: float(np.log(max(p[:10].max(), 1e-12))) + bonus for run, p in zip(runs, probabilities)}
+    probability = dict(zip(runs, probabilities))
+    score = {run: float(np.log(max(p[:10].max(), 1e-12))) + bonus for run, p in probability.items()}
     # best[j]: the best reading of parts[:j]; came[j]: where its last digit starts.
     best, came = [0.0] + [-np.inf] * len(parts), [0] * (len(parts) + 1)
     for j in range(1, len(parts) + 1):
@@ -85,7 +89,7 @@ def read(gray: np.ndarray, classify, bonus=DIGIT_BONUS, min_share=0.02):
     while j:
         chosen.append((came[j], j))
         j = came[j]
-    return [(scaled(groups[run].box, factor), images[run]) for run in reversed(chosen)]
+    return [(scaled(groups[run].box, factor), images[run], probability[run]) for run in reversed(chosen)]
 
 
 def segment(gray: np.ndarray, min_share=0.02):

@@ -107,6 +107,8 @@ def test_reading_lets_the_model_join_pieces_geometry_left_apart(glyphs):
 
     assert len(read(gray, knows_zero)) == 1
     assert len(read(gray, rejects_blobs)) == 2
+    for box, image, probabilities in read(gray, rejects_blobs):  # the model's answer for the digit chosen
+        assert np.array_equal(probabilities, rejects_blobs(image[None, ..., None])[0])
     assert read(np.ones((50, 50), np.float32), knows_zero) == []
 
 
