@@ -122,3 +122,14 @@ def test_ink_is_found_on_mid_grey_paper_whichever_way_it_goes(digits, paper, ink
     page = ((paper + (ink - paper) * coverage) * 255).round().astype(np.uint8)
     out = normalise(decode(encoded(Image.fromarray(page), "PNG")))
     assert similarity(out, normalise(digit.astype(np.float32) / 255)) > 0.9
+
+
+@pytest.mark.parametrize("shape, factor", [((7, 5), 2), ((1003, 757), 3), ((40, 64), 8), ((9, 9), 1)])
+def test_block_max_is_the_maximum_of_each_block(shape, factor):
+    from serve.images import block_max
+
+    image = np.random.default_rng(factor).random(shape).astype(np.float32)
+    padded = np.zeros((-(-shape[0] // factor) * factor, -(-shape[1] // factor) * factor), np.float32)
+    padded[:shape[0], :shape[1]] = image
+    expected = padded.reshape(padded.shape[0] // factor, factor, -1, factor).max(axis=(1, 3))
+    assert np.array_equal(block_max(image, factor), expected)
