@@ -30,8 +30,8 @@ def mlflow_client(root):
 
 def test_every_stage_ran(project):
     root, _, log = project
-    for stage in ("download", "preprocess", "negatives", "train@dense", "train@cnn", "train@strong", "train@robust",
-                  "evaluate@dense", "evaluate@cnn", "evaluate@strong", "register"):
+    for stage in ("download", "preprocess", "negatives", "uploads", "train@dense", "train@cnn", "train@strong",
+                  "train@robust", "evaluate@dense", "evaluate@cnn", "evaluate@strong", "register"):
         assert f"Running stage '{stage}'" in log
     assert "from directory MNIST_DIR=" in log
     metrics = json.loads((root / "reports/cnn/metrics.json").read_text())
