@@ -46,11 +46,8 @@ browser:
 	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
 		|| echo "make browser: could not install chromium; the browser tests will be skipped"
 
-# Two processes, whole files each: the pipeline tests spend much of their time in one core's worth of
-# process start-up, imports and I/O, which the other file's work fills in.
-TEST_WORKERS ?= 2
 test: install browser
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q
 
 # pip-audit over .venv: fails on a known vulnerability, warns (exit 0) when the service cannot answer
 audit: install

@@ -79,6 +79,7 @@ def copy_project(root, mnist_dir, *params_overrides):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MNIST_DIR": str(mnist_dir),
            "PYTHONPATH": str(root)}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         run(cmd, root, env)
@@ -124,5 +125,6 @@ def model_bundle(small_onnx, tmp_path_factory):
 
 def server_env(bundle, **extra):
     """The environment for `python -m serve` serving `bundle`, whatever the caller's environment says."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PROMETHEUS_MULTIPROC_DIR")}
     return {**env, "MODEL_DIR": str(bundle), "PYTHONPATH": str(ROOT), **extra}

@@ -13,7 +13,7 @@ def test_dense_and_cnn_variants_exist_and_are_complete():
     params = compose_params()
     assert {"dense", "cnn", "strong", "robust"} <= set(params["variants"])
     for name, variant in params["variants"].items():
-        assert set(variant) == {"architecture", "train", "augment", "reject"}, name
+        assert set(variant) == {"architecture", "train", "augment", "reject", "uploads"}, name
     assert params["variants"]["dense"]["architecture"]["kind"] == "dense"
     assert params["variants"]["strong"]["augment"]["enabled"] is True
     assert params["variants"]["robust"]["reject"] is True and params["variants"]["strong"]["reject"] is False

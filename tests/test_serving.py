@@ -168,11 +168,17 @@ def registry(tmp_path, monkeypatch):
     """An empty MLflow store in tmp_path and a function that registers model bytes and moves the alias."""
     import mlflow
 
+    from mlflow.tracking._model_registry import utils as registry_uri
+    from mlflow.tracking._tracking_service import utils as tracking_uri
+
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    # mlflow.set_tracking_uri/set_registry_uri would also export MLFLOW_*_URI for good: every pipeline a
+    # later test runs in a subprocess would then register into this store. Set both so they are undone.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    monkeypatch.setattr(tracking_uri, "_tracking_uri", uri)
+    monkeypatch.setattr(registry_uri, "_registry_uri", uri)
     monkeypatch.delenv("MODEL_DIR", raising=False)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
     client = mlflow.MlflowClient(uri)
 
