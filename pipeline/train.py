@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -76,6 +77,41 @@ def optimizer(cfg, steps_per_epoch):
     raise ValueError(f"unknown optimizer {cfg['optimizer']!r}")
 
 
+# --- Ctrl-C that sticks ---------------------------------------------------------------------------------
+# TensorFlow calls back into Python from C++ (pybind). A KeyboardInterrupt raised inside such a callback comes
+# out as "SystemError: <built-in function __import__> returned a result with an exception set", which TF prints
+# and drops: training carried on and its MLflow run ended FINISHED (caught by tests/test_faults.py in CI). So
+# the signal is remembered, raised again at the next batch, and once more before a run can end as finished.
+ctrl_c_pressed = False
+
+
+def remember_ctrl_c():
+    """Install the SIGINT handler below, unless SIGINT is ignored (nohup) or already someone else's."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_ctrl_c)
+
+
+def _on_ctrl_c(signum, frame):
+    global ctrl_c_pressed
+    ctrl_c_pressed = True
+    raise KeyboardInterrupt
+
+
+def stop_if_ctrl_c():
+    if ctrl_c_pressed:
+        raise KeyboardInterrupt("Ctrl-C (raised again: TensorFlow had dropped it)")
+
+
+class StopOnCtrlC(keras.callbacks.Callback):
+    """Ends fit at the first batch after a Ctrl-C that TensorFlow swallowed."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        stop_if_ctrl_c()
+
+    def on_test_batch_end(self, batch, logs=None):
+        stop_if_ctrl_c()
+
+
 class EpochLog(keras.callbacks.Callback):
     """Per-epoch metrics to MLflow and to a CSV that DVC plots; keeps the best weights by val accuracy."""
 
@@ -114,7 +150,7 @@ def fit(variant, seed, train, val, csv_path, mlflow=None, verbose=2):
     log = EpochLog(mlflow, csv_path)
     model.fit(dataset(x_train, y_train, cfg["batch_size"], seed, variant["augment"], classes),
               validation_data=dataset(x_val, y_val, 1000, seed, classes=classes), epochs=cfg["epochs"],
-              callbacks=[log], verbose=verbose)
+              callbacks=[StopOnCtrlC(), log], verbose=verbose)
     model.set_weights(log.best_weights)
     return model, log
 
@@ -157,6 +193,7 @@ def main(name):
     if variant.get("reject"):
         train, val = with_negatives("train", train), with_negatives("val", val)
 
+    remember_ctrl_c()
     mlflow = tracking.setup()
     for run_id in tracking.end_abandoned_runs(name):
         print(f"train: {name}: MLflow run {run_id} was left RUNNING by a killed training; marked KILLED")
@@ -197,6 +234,7 @@ def main(name):
                     "best_epoch": log.best_epoch, "best_val_accuracy": log.best_accuracy,
                     "train_seconds": round(train_seconds, 1), "onnx_sha256": onnx_sha, "onnx_max_abs_diff": max_diff,
                     "parameters": model.count_params(), "class_names": CLASSES[:classes]}
+        stop_if_ctrl_c()  # a Ctrl-C that TF dropped during export: the run must not end FINISHED
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
     print(f"train: {name}: best val accuracy {log.best_accuracy:.4f} at epoch {log.best_epoch}, "
           f"{train_seconds:.0f}s, ONNX max |diff| {max_diff:.1e}")
