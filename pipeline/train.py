@@ -225,7 +225,10 @@ def main(name):
         mlflow.log_artifact(str(report_dir / "history.csv"), artifact_path="reports")
         # The served artifact: an MLflow ONNX model whose folder holds model.onnx (the model contract).
         # One self-contained file (no external-data side file): what gets hashed is all that gets loaded.
+        # Requirements named, not inferred: MLflow's inference loads the model in a subprocess (6 s a run).
+        requirements = [f"numpy=={np.__version__}", *mlflow.onnx.get_default_pip_requirements()]
         info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="model", save_as_external_data=False,
+                                     pip_requirements=requirements,
                                      metadata={"classes": CLASSES[:classes], "input": "float32 [N,28,28,1] in [0,1], white ink on black"})
         with tempfile.TemporaryDirectory() as tmp:  # hash what MLflow stored, the file that gets served
             onnx_sha = file_sha256(Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp)) / "model.onnx")
