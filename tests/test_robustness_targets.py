@@ -3,11 +3,12 @@ variant: conf/experiment/robustness_ci.yaml) registers a champion; benchmarks/ro
 at a smaller sample, go through the real app with it. A regression in decoding, normalising, segmenting,
 training or rejection fails here, not only in the full benchmark.
 
-The floors are not issue #4's targets. This model trains in minutes (3 epochs of the `fast` network),
-and issue #4's targets are for the champion (`dvc repro`'s robust variant), measured by the full
-benchmark in docs/robustness.md, which still misses some of them. Each floor sits a little under what
-this CI model reaches (first measured: every single-digit condition >= 97%, numbers 96%, non-digits
-rejected 92.4%, held-out non-digits 86.3%); a broken decoder or normaliser drops a condition far below."""
+The floors are not issue #4's targets. This model trains in minutes (3 epochs of the `fast` network on
+30,000 digits), and issue #4's targets are for the champion (`dvc repro`'s robust variant), measured by the
+full benchmark in docs/robustness.md, which still misses some of them. Each floor sits a little under what
+this CI model reaches (measured at 30,000 digits: every single-digit condition >= 97%, numbers 93%,
+non-digits rejected 91.6%, held-out non-digits 88.1%; with all 50,000 it was 98%, 96%, 93.6%, 90.1%, for
+2.5 more minutes of make test); a broken decoder or normaliser drops a condition far below."""
 import json
 
 import numpy as np
@@ -20,7 +21,7 @@ from serve.config import Settings
 from serve.model import Registry
 
 N = 100  # per condition, each seeded: the same images every run
-SINGLE_DIGIT_FLOOR, NUMBER_FLOOR, NON_DIGIT_FLOOR, DIGIT_REJECTION_CEILING = 0.95, 0.92, 0.88, 0.02
+SINGLE_DIGIT_FLOOR, NUMBER_FLOOR, NON_DIGIT_FLOOR, DIGIT_REJECTION_CEILING = 0.95, 0.90, 0.88, 0.02
 
 
 @pytest.fixture(scope="module")
