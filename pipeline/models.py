@@ -42,6 +42,15 @@ def cnn(arch, classes=10):
 BUILDERS = {"dense": dense, "cnn": cnn}
 
 
+def average(members):
+    """One model whose probabilities are the mean of its members': an ensemble that exports as a single
+    ONNX graph, so evaluate, register and the server see one model under the same contract."""
+    x = inputs = keras.Input((28, 28, 1), name="image")
+    # Each member wrapped under its own name: the members' layers share names, the wrappers must not.
+    outputs = [keras.Model(m.input, m.output, name=f"member{k}")(x) for k, m in enumerate(members)]
+    return keras.Model(inputs, layers.Average(name="probabilities")(outputs), name="ensemble")
+
+
 def build(arch, classes=10):
     if arch["kind"] not in BUILDERS:
         raise ValueError(f"unknown architecture kind {arch['kind']!r}; known: {sorted(BUILDERS)}")

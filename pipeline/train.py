@@ -5,7 +5,9 @@
 Reads the variant's config from params.yaml (composed from conf/model/<variant>.yaml). Writes
 models/<variant>/ (model.keras, model.onnx, run.json) and reports/<variant>/history.csv. A variant with
 `reject: true` also learns class 10, "not a digit", from data/negatives (pipeline/negatives.py); one with
-`uploads: true` also trains on training digits drawn as uploads (data/uploads, pipeline/uploads.py).
+`uploads: true` also trains on training digits drawn as uploads (data/uploads, pipeline/uploads.py). One
+with `members: N` trains N models from seeds seed, seed+1, ... and exports the mean of their probabilities
+as one model (pipeline/models.py: average).
 """
 import hashlib
 import json
@@ -26,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from pipeline import tracking  # noqa: E402
 from pipeline import negatives, uploads  # noqa: E402
 from pipeline.augment import random_stroke, random_warp  # noqa: E402
-from pipeline.models import build  # noqa: E402
+from pipeline.models import average, build  # noqa: E402
 from pipeline.params import load  # noqa: E402
 from pipeline.preprocess import OUT_DIR as DATA_DIR, load_split  # noqa: E402
 
@@ -113,21 +115,26 @@ class StopOnCtrlC(keras.callbacks.Callback):
 
 
 class EpochLog(keras.callbacks.Callback):
-    """Per-epoch metrics to MLflow and to a CSV that DVC plots; keeps the best weights by val accuracy."""
+    """Per-epoch metrics to MLflow and to a CSV that DVC plots; keeps the best weights by val accuracy.
+    An ensemble's members log one after another: `earlier` holds the rows of the members before, the
+    epochs count on across members and a `member` column says whose row it is."""
 
-    def __init__(self, mlflow, csv_path):
+    def __init__(self, mlflow, csv_path, member=None, earlier=()):
         super().__init__()
-        self.mlflow, self.csv_path = mlflow, csv_path
+        self.mlflow, self.csv_path, self.member = mlflow, csv_path, member
         self.best_accuracy, self.best_epoch, self.best_weights = -1.0, -1, None
-        self.rows, self.started = [], time.perf_counter()
+        self.rows, self.started = list(earlier), time.perf_counter()
+        self.first_epoch = len(self.rows) + 1
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
-               "seconds": round(time.perf_counter() - self.started, 2)}
+        step = self.first_epoch + epoch
+        row = {"epoch": step, **({"member": self.member} if self.member is not None else {}),
+               **{k: float(v) for k, v in logs.items()}, "seconds": round(time.perf_counter() - self.started, 2)}
         self.rows.append(row)
         if self.mlflow:
             # epoch_ prefix: the final val_accuracy/test_accuracy that evaluate logs are different numbers.
-            self.mlflow.log_metrics({f"epoch_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            self.mlflow.log_metrics({f"epoch_{k}": v for k, v in row.items() if k not in ("epoch", "member")},
+                                    step=step)
         if logs["val_accuracy"] > self.best_accuracy:
             self.best_accuracy, self.best_epoch = float(logs["val_accuracy"]), epoch + 1
             self.best_weights = self.model.get_weights()
@@ -136,8 +143,8 @@ class EpochLog(keras.callbacks.Callback):
             ",".join(str(r[k]) for k in keys) + "\n" for r in self.rows))
 
 
-def fit(variant, seed, train, val, csv_path, mlflow=None, verbose=2):
-    """Train one variant; returns (model with its best-epoch weights, EpochLog)."""
+def fit(variant, seed, train, val, csv_path, mlflow=None, verbose=2, member=None, earlier=()):
+    """Train one model of a variant; returns (model with its best-epoch weights, EpochLog)."""
     keras.utils.set_random_seed(seed)
     cfg = variant["train"]
     (x_train, y_train), (x_val, y_val) = train, val
@@ -147,12 +154,32 @@ def fit(variant, seed, train, val, csv_path, mlflow=None, verbose=2):
     model.compile(optimizer=optimizer(cfg, steps),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]),
                   metrics=["accuracy"])
-    log = EpochLog(mlflow, csv_path)
+    log = EpochLog(mlflow, csv_path, member, earlier)
     model.fit(dataset(x_train, y_train, cfg["batch_size"], seed, variant["augment"], classes),
               validation_data=dataset(x_val, y_val, 1000, seed, classes=classes), epochs=cfg["epochs"],
               callbacks=[StopOnCtrlC(), log], verbose=verbose)
     model.set_weights(log.best_weights)
     return model, log
+
+
+def fit_members(variant, seed, train, val, csv_path, mlflow):
+    """A variant's model: one trained model, or with `members: N` the average of N trained from seeds
+    seed..seed+N-1. Returns (model, best val accuracy, {metric: value} to log)."""
+    members = variant.get("members", 1)
+    if members == 1:
+        model, log = fit(variant, seed, train, val, csv_path, mlflow)
+        return model, log.best_accuracy, {"best_epoch": log.best_epoch}
+    trained, rows, details = [], [], {}
+    for k in range(members):
+        print(f"train: member {k + 1} of {members}, seed {seed + k}", flush=True)
+        model, log = fit(variant, seed + k, train, val, csv_path, mlflow, member=k, earlier=rows)
+        trained.append(model)
+        rows = log.rows
+        details |= {f"member{k}_best_val_accuracy": log.best_accuracy, f"member{k}_best_epoch": log.best_epoch}
+    model = average(trained)
+    x_val, y_val = val
+    accuracy = float((model.predict(to_input(x_val), batch_size=1000, verbose=0).argmax(1) == y_val).mean())
+    return model, accuracy, details
 
 
 def export_onnx(model, path: Path, check_images):
@@ -205,7 +232,7 @@ def main(name):
               f"{' (digits and non-digits)' if variant.get('reject') else ''}"
               f"{'; training digits include uploads' if variant.get('uploads') else ''}; MLflow run {run.info.run_id}")
         started = time.perf_counter()
-        model, log = fit(variant, seed, train, val, report_dir / "history.csv", mlflow)
+        model, best_accuracy, fit_details = fit_members(variant, seed, train, val, report_dir / "history.csv", mlflow)
         classes = model.output_shape[-1]
         train_seconds = time.perf_counter() - started
         model.summary(print_fn=lambda line, **_: None)  # builds weights; count below
@@ -218,7 +245,7 @@ def main(name):
 
         import onnx
 
-        mlflow.log_metrics({"best_val_accuracy": log.best_accuracy, "best_epoch": log.best_epoch,
+        mlflow.log_metrics({"best_val_accuracy": best_accuracy, **fit_details,
                             "train_seconds": train_seconds, "onnx_max_abs_diff": max_diff,
                             "parameters": model.count_params()})
         mlflow.log_artifact(str(keras_path), artifact_path="keras")
@@ -234,12 +261,12 @@ def main(name):
             onnx_sha = file_sha256(Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp)) / "model.onnx")
         mlflow.set_tag("onnx_sha256", onnx_sha)
         run_info = {"variant": name, "run_id": run.info.run_id, "model_uri": info.model_uri,
-                    "best_epoch": log.best_epoch, "best_val_accuracy": log.best_accuracy,
+                    **fit_details, "best_val_accuracy": best_accuracy,
                     "train_seconds": round(train_seconds, 1), "onnx_sha256": onnx_sha, "onnx_max_abs_diff": max_diff,
                     "parameters": model.count_params(), "class_names": CLASSES[:classes]}
         stop_if_ctrl_c()  # a Ctrl-C that TF dropped during export: the run must not end FINISHED
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
-    print(f"train: {name}: best val accuracy {log.best_accuracy:.4f} at epoch {log.best_epoch}, "
+    print(f"train: {name}: best val accuracy {best_accuracy:.4f} ({fit_details}), "
           f"{train_seconds:.0f}s, ONNX max |diff| {max_diff:.1e}")
 
 
