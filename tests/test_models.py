@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.models import build
+from pipeline.models import average, build
 from pipeline.params import CONF_DIR, model_config
 
 
@@ -37,3 +37,15 @@ def test_the_long_recipe_is_the_strong_one_trained_longer():
 def test_an_unknown_kind_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown architecture kind 'transformer'"):
         build({"kind": "transformer"})
+
+
+def test_an_ensemble_is_one_model_that_outputs_its_members_mean(digits):
+    arch = model_config("cnn")["architecture"]
+    members = [build(arch, classes=11) for _ in range(2)]
+    ensemble = average(members)
+    x = (digits[0][:8].astype(np.float32) / 255.0)[..., None]
+    outputs = [np.asarray(m(x, training=False)) for m in members]
+    assert np.abs(outputs[0] - outputs[1]).max() > 1e-3  # two initialisations, two models
+    np.testing.assert_allclose(np.asarray(ensemble(x, training=False)), (outputs[0] + outputs[1]) / 2, atol=1e-6)
+    assert ensemble.input_shape == (None, 28, 28, 1) and ensemble.output_shape == (None, 11)
+    assert ensemble.count_params() == 2 * members[0].count_params()

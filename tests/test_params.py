@@ -11,9 +11,11 @@ def test_params_yaml_is_exactly_the_composition_of_conf():
 
 def test_dense_and_cnn_variants_exist_and_are_complete():
     params = compose_params()
-    assert {"dense", "cnn", "strong", "robust"} <= set(params["variants"])
+    assert {"dense", "cnn", "strong", "robust", "ensemble"} <= set(params["variants"])
     for name, variant in params["variants"].items():
-        assert set(variant) == {"architecture", "train", "augment", "reject", "uploads"}, name
+        assert set(variant) - {"members"} == {"architecture", "train", "augment", "reject", "uploads"}, name
+    ensemble = dict(params["variants"]["ensemble"])
+    assert ensemble.pop("members") == 2 and ensemble == params["variants"]["robust"]  # robust's recipe, twice
     assert params["variants"]["dense"]["architecture"]["kind"] == "dense"
     assert params["variants"]["strong"]["augment"]["enabled"] is True
     assert params["variants"]["robust"]["reject"] is True and params["variants"]["strong"]["reject"] is False

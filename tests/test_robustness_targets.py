@@ -27,7 +27,8 @@ SINGLE_DIGIT_FLOOR, NUMBER_FLOOR, NON_DIGIT_FLOOR, DIGIT_REJECTION_CEILING = 0.9
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, mnist_dir):
     root = tmp_path_factory.mktemp("robust")
-    run_pipeline(root, mnist_dir, "+experiment=robustness_ci", "~variants.dense", "~variants.cnn", "~variants.strong")
+    run_pipeline(root, mnist_dir, "+experiment=robustness_ci", "~variants.dense", "~variants.cnn", "~variants.strong",
+                 "~variants.ensemble")
     return root
 
 
