@@ -1,12 +1,12 @@
-"""Robustness floors, asserted in CI: the real pipeline (`dvc repro`, all of MNIST, one quick real-upload
-variant: conf/experiment/robustness_ci.yaml) registers a champion; benchmarks/robustness.py's conditions,
-at a smaller sample, go through the real app with it. A regression in decoding, normalising, segmenting,
-training or rejection fails here, not only in the full benchmark.
+"""Robustness floors, asserted in CI: the real pipeline (`dvc repro` on 30,000 MNIST training digits, one
+quick real-upload variant: conf/experiment/robustness_ci.yaml) registers a champion; benchmarks/robustness.py's
+conditions, at a smaller sample, go through the real app with it. A regression in decoding, normalising,
+segmenting, training or rejection fails here, not only in the full benchmark.
 
-The floors are not issue #4's targets. This model trains in minutes (3 epochs of the `fast` network on
-30,000 digits), and issue #4's targets are for the champion (`dvc repro`'s robust variant), measured by the
-full benchmark in docs/robustness.md, which still misses some of them. Each floor sits a little under what
-this CI model reaches (measured at 30,000 digits: every single-digit condition >= 97%, numbers 93%,
+The floors are not issue #4's targets. This model trains in minutes (3 epochs of the `fast` network), and
+issue #4's targets are for the champion (the variant `dvc repro` registers, now `ensemble`), measured by
+the full benchmark in docs/robustness.md, which still misses some of them. Each floor sits a little under
+what this CI model reaches (measured at 30,000 digits: every single-digit condition >= 97%, numbers 93%,
 non-digits rejected 91.6%, held-out non-digits 88.1%; with all 50,000 it was 98%, 96%, 93.6%, 90.1%, for
 2.5 more minutes of make test); a broken decoder or normaliser drops a condition far below."""
 import json
