@@ -12,7 +12,9 @@
    two arcs, a 4 drawn in two strokes, a flat 6 cut at its thin waist). Each run of up to three
    neighbouring pieces is a candidate digit; dynamic programming picks the grouping whose digits the
    model is surest of, with a small bonus per digit so that gluing two real digits into one blob has
-   to earn it. This is the over-segment-then-recognise idea of LeCun et al. 1998 (section V).
+   to earn it; no bonus where step 4 cut one blob, so a cut stands only if the model reads two digits
+   there more surely than one. This is the over-segment-then-recognise idea of LeCun et al. 1998
+   (section V).
 """
 import math
 
@@ -51,7 +53,7 @@ class Part:
 
 MAX_GROUP = 3  # pieces per digit at most
 MAX_PIECES = 40  # beyond this it is not a written number (noise, texture): no grouping, bound the cost
-DIGIT_BONUS = 1.0  # log-probability a digit must lose before two pieces are read as one (chosen on val)
+DIGIT_BONUS = 1.0  # log-probability a digit must lose before two separate pieces are read as one (chosen on val)
 
 
 def read(gray: np.ndarray, classify, bonus=DIGIT_BONUS, min_share=0.02):
@@ -78,7 +80,13 @@ def read(gray: np.ndarray, classify, bonus=DIGIT_BONUS, min_share=0.02):
     images = {run: to_mnist(group.ink) for run, group in groups.items()}
     probabilities = classify(np.stack([images[run] for run in runs])[..., None])
     probability = dict(zip(runs, probabilities))
-    score = {run: float(np.log(max(p[:10].max(), 1e-12))) + bonus for run, p in probability.items()}
+    # A digit starting where the ink was apart earns the bonus; one starting at a cut through a blob
+    # does not. With it, wide 0s and 6s and flat 2s cut in two were read as two confident digits:
+    # validation numbers 96.5% -> 97.8% exact without it, touching ones 64.7% -> 64.2% (n = 600).
+    def bonus_at(i):
+        return 0.0 if i and parts[i - 1].cut_from & parts[i].cut_from else bonus
+
+    score = {run: float(np.log(max(p[:10].max(), 1e-12))) + bonus_at(run[0]) for run, p in probability.items()}
     # best[j]: the best reading of parts[:j]; came[j]: where its last digit starts.
     best, came = [0.0] + [-np.inf] * len(parts), [0] * (len(parts) + 1)
     for j in range(1, len(parts) + 1):

@@ -112,6 +112,25 @@ def test_reading_lets_the_model_join_pieces_geometry_left_apart(glyphs):
     assert read(np.ones((50, 50), np.float32), knows_zero) == []
 
 
+def test_a_cut_through_one_blob_earns_no_bonus_but_a_gap_between_blobs_does(glyphs):
+    """A wide 6 is one blob that geometry cuts in two; two 6s side by side are two blobs. To a model
+    exactly as sure of the whole as of each half, the wide 6 is one digit and the pair two: each digit
+    read from separate ink earns the bonus, a cut through one stroke must earn it from the model."""
+    six = glyphs(22)
+    wide = np.asarray(Image.fromarray((six * 255).astype(np.uint8)).resize((six.shape[1] * 2, six.shape[0]),
+                                                                             Image.BILINEAR), np.float32) / 255
+    gray = page([wide], gaps=[])
+    assert len(components(ink_map(gray), 0.02)) == 1 and len(segment(gray)) == 2  # one blob, cut in two
+
+    def equally_sure(batch):
+        p = np.full((len(batch), 11), 0.01, np.float32)
+        p[:, 6] = 0.9
+        return p
+
+    assert len(read(gray, equally_sure)) == 1
+    assert len(read(page([six, six], gaps=[15]), equally_sure)) == 2
+
+
 def test_a_number_on_a_page_over_a_megapixel_is_read_reduced_with_boxes_on_the_upload(glyphs):
     """Pages over READ_PIXELS are read box-reduced (labelling noise costs in proportion to the
     pixels); the digits are the same and the boxes are in the uploaded page's pixels."""
