@@ -18,21 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Onnx:
-    """Just what benchmarks/read_bonus.py's `number` asks of a champion."""
-
-    def __init__(self, model: onnx.ModelProto, threshold):
-        self.session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.rejection_threshold = threshold
-
-    def calibrated(self, batch):
-        return self.session.run(None, {self.input: np.asarray(batch, np.float32)})[0]
 
 
 def models(path: Path) -> dict:
@@ -62,10 +49,15 @@ def main():
     from benchmarks import robustness as rb
     from benchmarks.read_bonus import number
     from serve.images import decode, normalise
+    from serve.model import Champion, onnx_session
     for module in (serve.images, serve.segment):
         assert Path(module.__file__).is_relative_to(args.serve.resolve()), module.__file__
 
-    readers = {name: Onnx(m, args.threshold) for path in args.onnx for name, m in models(path).items()}
+    def reader(name, model):  # temperature 1 (no tag), the same threshold for every model
+        return Champion(name=name, version="", alias="", run_id="", sha256="", source="file",
+                        tags={"rejection_threshold": args.threshold}, session=onnx_session(model.SerializeToString()))
+
+    readers = {name: reader(name, m) for path in args.onnx for name, m in models(path).items()}
     val = np.load(ROOT / "data/prepared/val.npz")
     scores = {name: [] for name in readers}
     for condition in ("thick_pen", "thin_pen"):
