@@ -5,7 +5,7 @@
 The evaluate stage puts the threshold at a quantile of the champion's calibrated best-digit probability
 on MNIST validation digits. Real uploads are harder than MNIST, so more of them fall under it. For each
 quantile this prints: validation digits rejected, held-out generated non-digits rejected
-(data/negatives/val.npy), and, for upload-like images drawn by benchmarks/robustness.py from
+(data/drawn/negatives/val.npy), and, for upload-like images drawn by benchmarks/robustness.py from
 *validation* digits (its hardest conditions), the share rejected and the share read right. Test digits
 play no part: they report the final figures (benchmarks/robustness.py).
 """
@@ -42,7 +42,7 @@ def main():
     val = np.load(ROOT / "data/prepared/val.npz")
     x, y = val["x"], val["y"]
     _, val_conf = best_digit(champion, x / 255.0)
-    _, neg_conf = best_digit(champion, np.load(ROOT / "data/negatives/val.npy") / 255.0)
+    _, neg_conf = best_digit(champion, np.load(ROOT / "data/drawn/negatives/val.npy") / 255.0)
     uploads = [(normalise(decode(data)), label) for name in HARD for data, label in rb.generate(name, args.n, args.seed, x, y)]
     up_pred, up_conf = best_digit(champion, [image for image, _ in uploads])
     up_label = np.array([label for _, label in uploads])

@@ -4,7 +4,7 @@
 
 Test accuracy, per-class precision/recall/F1, confusion matrix, calibration (a temperature fitted on
 the validation split, expected calibration error before/after on test), a rejection threshold chosen
-on validation, the share of held-out generated non-digits it rejects (data/negatives/val.npz), and
+on validation, the share of held-out generated non-digits it rejects (data/drawn/negatives/val.npy), and
 single-image latency with onnxruntime on one core.
 
 Rejection, for every variant: an image is "not a digit" when the calibrated probability of its best

@@ -6,7 +6,7 @@ A model that only ever saw digits calls a letter, a doodle or a photo of a shirt
 variants with `reject: true` learn an eleventh class, "not a digit", from these. Each example is drawn
 as a whole upload (a page with letters, a scribble, shapes, a texture) and then goes through
 serve.images.normalise, the exact code that turns a real upload into the model's 28x28: the model
-learns what the server will actually show it. Writes data/negatives/{train,val}.npy (uint8
+learns what the server will actually show it. Writes data/drawn/negatives/{train,val}.npy (uint8
 [N, 28, 28], white on black like MNIST) and {train,val}_kind.npy (which generator made each).
 Plain .npy, not .npz: the bytes depend only on the content, so when serve/images.py changes without
 changing what normalise() outputs, the rerun writes identical files and DVC retrains nothing.
@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from pipeline.params import load
 from serve.images import normalise
 
-OUT_DIR = Path("data/negatives")
+OUT_DIR = Path("data/drawn/negatives")
 # Letters and symbols only: glyphs that are digits in many hands (O o D I l i | S s Z z G g q b B) are out.
 GLYPHS = "ACEFHJKLMNPRTUVWXYacefhjkmnprtuvwxy#?&@%*+=!<>{}[]~^$£€¥§πΣΩλ✓✗★♥"
 

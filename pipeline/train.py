@@ -4,9 +4,9 @@
 
 Reads the variant's config from params.yaml (composed from conf/model/<variant>.yaml). Writes
 models/<variant>/ (model.keras, model.onnx, run.json) and reports/<variant>/history.csv. A variant with
-`reject: true` also learns class 10, "not a digit", from data/negatives (pipeline/negatives.py); one with
-`uploads: true` also trains on training digits drawn as uploads (data/uploads, pipeline/uploads.py). One
-with `members: N` trains N models from seeds seed, seed+1, ... and exports the mean of their probabilities
+`reject: true` also learns class 10, "not a digit", from data/drawn/negatives (pipeline/negatives.py); one
+with `uploads: true` also trains on training digits drawn as uploads (data/drawn/uploads, pipeline/uploads.py),
+and must say `reads: data/drawn`, the DVC dep that retrains it when they change. One with `members: N` trains N models from seeds seed, seed+1, ... and exports the mean of their probabilities
 as one model (pipeline/models.py: average).
 """
 import hashlib
@@ -34,6 +34,8 @@ from pipeline.preprocess import OUT_DIR as DATA_DIR, load_split  # noqa: E402
 
 
 CLASSES = [str(d) for d in range(10)] + ["not_a_digit"]  # index 10 only in `reject: true` variants
+DRAWN_DIR = negatives.OUT_DIR.parent  # data/drawn: negatives/ and uploads/, both drawn through serve/
+assert uploads.OUT_DIR.parent == DRAWN_DIR
 
 
 def to_input(x_uint8):
@@ -210,6 +212,9 @@ def main(name):
     if name not in params["variants"]:
         sys.exit(f"train: no variant {name!r} in params.yaml (have: {', '.join(params['variants'])})")
     variant, seed = params["variants"][name], params["seed"]
+    if (variant.get("reject") or variant.get("uploads")) and Path(variant["reads"]) != DRAWN_DIR:
+        sys.exit(f"train: {name} learns from {DRAWN_DIR} (reject/uploads) but says reads: {variant['reads']}; "
+                 f"set variants.{name}.reads={DRAWN_DIR}, or DVC will not retrain it when that data changes")
     out_dir, report_dir = Path("models") / name, Path("reports") / name
     out_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)

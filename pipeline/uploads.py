@@ -11,7 +11,7 @@ own code: the model learns what the server will actually show it.
 
 The mix of pens, papers, lighting and encodings covers the kinds of upload issue #4 names. It is drawn
 here with its own code and wider ranges, independently of benchmarks/robustness.py, which measures on
-test digits. Writes data/uploads/train.npy (uint8 [N, 28, 28], white on black) and train_labels.npy.
+test digits. Writes data/drawn/uploads/train.npy (uint8 [N, 28, 28], white on black) and train_labels.npy.
 Plain .npy as in pipeline/negatives.py: unchanged outputs give identical files, and DVC retrains nothing.
 """
 import io
@@ -26,7 +26,7 @@ from pipeline.params import load
 from pipeline.preprocess import load_split
 from serve.images import decode, normalise
 
-OUT_DIR = Path("data/uploads")
+OUT_DIR = Path("data/drawn/uploads")
 
 
 def pen(digit, rng):

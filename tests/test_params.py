@@ -13,7 +13,7 @@ def test_dense_and_cnn_variants_exist_and_are_complete():
     params = compose_params()
     assert {"dense", "cnn", "strong", "robust", "ensemble"} <= set(params["variants"])
     for name, variant in params["variants"].items():
-        assert set(variant) - {"members"} == {"architecture", "train", "augment", "reject", "uploads"}, name
+        assert set(variant) - {"members"} == {"architecture", "train", "augment", "reject", "uploads", "reads"}, name
     ensemble = dict(params["variants"]["ensemble"])
     assert ensemble.pop("members") == 2 and ensemble == params["variants"]["robust"]  # robust's recipe, twice
     assert params["variants"]["dense"]["architecture"]["kind"] == "dense"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import BIN, run, run_pipeline
@@ -170,6 +171,31 @@ def test_repro_twice_runs_nothing_and_one_variant_change_reruns_only_its_branch(
     assert ran == {"train@dense", "evaluate@dense", "register"}, ran
     assert json.loads(run([dvc, "status", "--json"], root, env).stdout) == {}
 
+
+
+def test_new_drawn_data_marks_only_the_variants_that_learn_from_it(project):
+    """dense, cnn and strong read MNIST alone (`reads: data/prepared`): a normaliser change that redraws
+    data/drawn must not retrain them. The ensemble learns from data/drawn and must go stale with it."""
+    root, env, _ = project
+    dvc = str(BIN / "dvc")
+    params = (root / "params.yaml").read_text()
+    try:
+        changed = yaml.safe_load(params)
+        changed["negatives"]["train"] -= 100  # what a normaliser change does: other non-digits in data/drawn
+        (root / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+        run([dvc, "repro", "negatives"], root, env)
+        stale = set(json.loads(run([dvc, "status", "--json"], root, env).stdout))
+        assert stale == {"train@ensemble", "evaluate@dense", "evaluate@cnn", "evaluate@strong", "evaluate@ensemble"}
+
+        # A variant that would learn from data/drawn without declaring it is refused before it trains.
+        changed["variants"]["cnn"]["reject"] = True
+        (root / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+        refused = run([sys.executable, "-m", "pipeline.train", "cnn"], root, env, check=False)
+        assert refused.returncode != 0 and "variants.cnn.reads=data/drawn" in refused.stderr
+    finally:
+        (root / "params.yaml").write_text(params)
+        run([dvc, "repro", "negatives"], root, env)  # DVC's run cache puts the old non-digits back
+    assert json.loads(run([dvc, "status", "--json"], root, env).stdout) == {}
 
 def test_the_notebook_runs_against_the_pipeline_runs(project):
     import nbformat
