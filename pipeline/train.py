@@ -5,9 +5,10 @@
 Reads the variant's config from params.yaml (composed from conf/model/<variant>.yaml). Writes
 models/<variant>/ (model.keras, model.onnx, run.json) and reports/<variant>/history.csv. A variant with
 `reject: true` also learns class 10, "not a digit", from data/drawn/negatives (pipeline/negatives.py); one
-with `uploads: true` also trains on training digits drawn as uploads (data/drawn/uploads, pipeline/uploads.py),
-and must say `reads: data/drawn`, the DVC dep that retrains it when they change. One with `members: N` trains N models from seeds seed, seed+1, ... and exports the mean of their probabilities
-as one model (pipeline/models.py: average).
+with `uploads: true` also trains on training digits drawn as uploads (data/drawn/uploads,
+pipeline/uploads.py). Either must say `reads: data/drawn`, the DVC dep that retrains it when they
+change. One with `members: N` trains N models from seeds seed, seed+1, ... and exports the mean of
+their probabilities as one model (pipeline/models.py: average).
 """
 import hashlib
 import json
