@@ -64,6 +64,18 @@ def with_negatives(split, digits, negatives_dir=negatives.OUT_DIR):
     return np.concatenate([x, others]), np.concatenate([y, np.full(len(others), 10, y.dtype)])
 
 
+def training_data(variant, data_dir=DATA_DIR):
+    """((x, y) train, (x, y) val) as the variant learns from them: MNIST's splits, plus the digits drawn
+    as uploads (training only: validation stays MNIST's, as for every variant) and the non-digits."""
+    train, val = load_split("train", data_dir), load_split("val", data_dir)
+    if variant.get("uploads"):
+        drawn = uploads.load_train()
+        train = np.concatenate([train[0], drawn[0]]), np.concatenate([train[1], drawn[1].astype(train[1].dtype)])
+    if variant.get("reject"):
+        train, val = with_negatives("train", train), with_negatives("val", val)
+    return train, val
+
+
 def optimizer(cfg, steps_per_epoch):
     total = cfg["epochs"] * steps_per_epoch
     warmup = int(cfg["warmup_epochs"] * steps_per_epoch)
@@ -219,12 +231,7 @@ def main(name):
     out_dir, report_dir = Path("models") / name, Path("reports") / name
     out_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)
-    train, val = load_split("train"), load_split("val")
-    if variant.get("uploads"):  # training only: validation stays MNIST's, as for every variant
-        drawn = uploads.load_train()
-        train = np.concatenate([train[0], drawn[0]]), np.concatenate([train[1], drawn[1].astype(train[1].dtype)])
-    if variant.get("reject"):
-        train, val = with_negatives("train", train), with_negatives("val", val)
+    train, val = training_data(variant)
 
     remember_ctrl_c()
     mlflow = tracking.setup()
