@@ -172,7 +172,6 @@ def test_repro_twice_runs_nothing_and_one_variant_change_reruns_only_its_branch(
     assert json.loads(run([dvc, "status", "--json"], root, env).stdout) == {}
 
 
-
 def test_new_drawn_data_marks_only_the_variants_that_learn_from_it(project):
     """dense, cnn and strong read MNIST alone (`reads: data/prepared`): a normaliser change that redraws
     data/drawn must not retrain them. The ensemble learns from data/drawn and must go stale with it."""
@@ -196,6 +195,7 @@ def test_new_drawn_data_marks_only_the_variants_that_learn_from_it(project):
         (root / "params.yaml").write_text(params)
         run([dvc, "repro", "negatives"], root, env)  # DVC's run cache puts the old non-digits back
     assert json.loads(run([dvc, "status", "--json"], root, env).stdout) == {}
+
 
 def test_the_notebook_runs_against_the_pipeline_runs(project):
     import nbformat
