@@ -11,14 +11,19 @@ def test_params_yaml_is_exactly_the_composition_of_conf():
 
 def test_dense_and_cnn_variants_exist_and_are_complete():
     params = compose_params()
-    assert {"dense", "cnn", "strong", "robust", "ensemble"} <= set(params["variants"])
+    assert list(params["variants"]) == ["dense", "cnn", "strong", "robust"]
     for name, variant in params["variants"].items():
-        assert set(variant) - {"members"} == {"architecture", "train", "augment", "reject", "uploads", "reads"}, name
-    ensemble = dict(params["variants"]["ensemble"])
-    assert ensemble.pop("members") == 2 and ensemble == params["variants"]["robust"]  # robust's recipe, twice
+        assert set(variant) == {"architecture", "train", "augment", "reject", "uploads", "reads"}, name
     assert params["variants"]["dense"]["architecture"]["kind"] == "dense"
     assert params["variants"]["strong"]["augment"]["enabled"] is True
     assert params["variants"]["robust"]["reject"] is True and params["variants"]["strong"]["reject"] is False
+
+
+def test_the_ensemble_is_added_on_request_and_is_robusts_recipe_twice():
+    params = compose_params(["+model@variants.ensemble=ensemble"])
+    ensemble = dict(params["variants"]["ensemble"])
+    assert ensemble.pop("members") == 2 and ensemble == params["variants"]["robust"]
+    assert "ensemble" in compose_params(["+experiment=smoke"])["variants"]  # so the tests train one
 
 
 def test_hydra_overrides_reach_params():
