@@ -112,6 +112,24 @@ def test_the_ensemble_averages_two_members_trained_from_different_seeds(project,
     np.testing.assert_allclose(model.predict(x, verbose=0), (first + second) / 2, atol=1e-6)
 
 
+def test_benchmarks_average_onnx_is_the_mean_of_the_models_it_joins(project, digits):
+    import onnxruntime as ort
+
+    from benchmarks.average_onnx import average
+
+    root, _, _ = project
+    paths = [root / f"models/{name}/model.onnx" for name in ("dense", "cnn")]
+    x = (digits[0].astype(np.float32) / 255)[..., None]
+
+    def predict(model_bytes):
+        session = ort.InferenceSession(model_bytes)
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+    dense, cnn = (predict(p.read_bytes()) for p in paths)
+    assert np.abs(dense - cnn).max() > 0.05
+    np.testing.assert_allclose(predict(average(paths).SerializeToString()), (dense + cnn) / 2, atol=1e-6)
+
+
 def test_the_flask_app_serves_the_champion(project, digits, monkeypatch):
     root, _, _ = project
     monkeypatch.chdir(root)
