@@ -20,6 +20,10 @@ import onnxruntime as ort
 from onnx import compose, helper
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.evaluate import predict  # noqa: E402
+from pipeline.preprocess import load_split  # noqa: E402
 
 
 def average(paths) -> onnx.ModelProto:
@@ -46,11 +50,10 @@ def average(paths) -> onnx.ModelProto:
 
 
 def accuracy(model_bytes, split) -> tuple:
-    data = np.load(ROOT / f"data/prepared/{split}.npz")
-    x = (data["x"].astype(np.float32) / 255.0)[..., None]
+    x, y = load_split(split, ROOT / "data/prepared")
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    predicted = session.run(None, {session.get_inputs()[0].name: x})[0][:, :10].argmax(axis=1)
-    return float(np.mean(predicted == data["y"])), int(np.sum(predicted != data["y"]))
+    predicted = predict(session, x)[:, :10].argmax(axis=1)
+    return float(np.mean(predicted == y)), int(np.sum(predicted != y))
 
 
 def main():
