@@ -28,11 +28,12 @@ from pipeline.preprocess import load_split  # noqa: E402
 
 def average(paths) -> onnx.ModelProto:
     """The models side by side on one input, their outputs averaged by a Mean node."""
-    first = onnx.load(paths[0])
+    loaded = [onnx.load(path) for path in paths]
+    first = loaded[0]
     input_name = first.graph.input[0].name
     nodes, initializers, outputs = [], [], []
-    for k, path in enumerate(paths):
-        model = compose.add_prefix(onnx.load(path), f"m{k}_")
+    for k, model in enumerate(loaded):
+        model = compose.add_prefix(model, f"m{k}_")
         own_input = model.graph.input[0].name
         for node in model.graph.node:
             node.input[:] = [input_name if name == own_input else name for name in node.input]

@@ -116,18 +116,14 @@ def test_benchmarks_average_onnx_is_the_mean_of_the_models_it_joins(project, dig
     import onnxruntime as ort
 
     from benchmarks.average_onnx import average
+    from pipeline.evaluate import predict
 
     root, _, _ = project
     paths = [root / f"models/{name}/model.onnx" for name in ("dense", "cnn")]
-    x = (digits[0].astype(np.float32) / 255)[..., None]
-
-    def predict(model_bytes):
-        session = ort.InferenceSession(model_bytes)
-        return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-    dense, cnn = (predict(p.read_bytes()) for p in paths)
+    dense, cnn = (predict(ort.InferenceSession(p.read_bytes()), digits[0]) for p in paths)
     assert np.abs(dense - cnn).max() > 0.05
-    np.testing.assert_allclose(predict(average(paths).SerializeToString()), (dense + cnn) / 2, atol=1e-6)
+    averaged = ort.InferenceSession(average(paths).SerializeToString())
+    np.testing.assert_allclose(predict(averaged, digits[0]), (dense + cnn) / 2, atol=1e-6)
 
 
 def test_the_flask_app_serves_the_champion(project, digits, monkeypatch):
