@@ -141,9 +141,33 @@ def texture(rng, *_):
 GENERATORS = {"glyphs": glyphs, "scribble": scribble, "shapes": shapes, "texture": texture}
 
 
+# A long, near-upright mark is a 1 in someone's hand, whatever drew it: a bracket, a "!", a "J", one
+# stripe of a texture. Taught as "not a digit", such marks made the model reject real 1s: the lone
+# 1s of written numbers went missing (3 of the 26 misread validation numbers) and thin-pen 1s were
+# called non-digits. Elongation (the ratio of the ink's principal axes) over 3.5 with the long axis
+# within 40 degrees of vertical holds 92% of MNIST's validation 1s, 0.5% of its other digits and 3% of
+# the generated negatives; those are left out.
+ONE_ELONGATION, ONE_TILT_DEG = 3.5, 40
+
+
+def looks_like_a_one(image28):
+    """A 28x28 (any scale, white ink on black) whose ink is one long near-vertical mark."""
+    ink = np.asarray(image28, np.float64)
+    mass = ink.sum()
+    if not mass:
+        return False
+    yy, xx = np.mgrid[0:ink.shape[0], 0:ink.shape[1]]
+    dy, dx = yy - (ink * yy).sum() / mass, xx - (ink * xx).sum() / mass
+    syy, sxx, sxy = ((ink * a * b).sum() / mass for a, b in ((dy, dy), (dx, dx), (dx, dy)))
+    half_spread = np.hypot((syy - sxx) / 2, sxy)
+    major, minor = (syy + sxx) / 2 + half_spread, max((syy + sxx) / 2 - half_spread, 1e-9)
+    tilt = np.degrees(0.5 * abs(np.arctan2(2 * sxy, syy - sxx)))  # the long axis's angle from vertical
+    return bool(np.sqrt(major / minor) > ONE_ELONGATION and tilt < ONE_TILT_DEG)
+
+
 def generate(n, seed):
-    """(x uint8 [n, 28, 28] as the normaliser outputs them, kind names [n]). Blank results are skipped:
-    the server answers those "blank" before the model runs."""
+    """(x uint8 [n, 28, 28] as the normaliser outputs them, kind names [n]). Skipped: blank results (the
+    server answers those "blank" before the model runs) and marks that look like a 1."""
     rng = np.random.default_rng(seed)
     font_files = fonts()
     kinds, images = list(GENERATORS), []
@@ -154,7 +178,7 @@ def generate(n, seed):
         if rng.random() < 0.15:  # light on dark: chalk, a screenshot in dark mode
             gray = 1.0 - gray
         image28 = normalise(gray)
-        if image28.any():
+        if image28.any() and not looks_like_a_one(image28):
             images.append((image28 * 255).round().astype(np.uint8))
             names.append(kind)
     return np.stack(images), np.array(names)
