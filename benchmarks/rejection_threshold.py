@@ -6,7 +6,8 @@ The evaluate stage puts the threshold at a quantile of the champion's calibrated
 on MNIST validation digits. Real uploads are harder than MNIST, so more of them fall under it. For each
 quantile this prints: validation digits rejected, held-out generated non-digits rejected
 (data/drawn/negatives/val.npy), and, for upload-like images drawn by benchmarks/robustness.py from
-*validation* digits (its hardest conditions), the share rejected and the share read right. Test digits
+*validation* digits (its hardest conditions), the share rejected and the share read right, in all and
+per condition. Test digits
 play no part: they report the final figures (benchmarks/robustness.py).
 """
 import argparse
@@ -43,19 +44,22 @@ def main():
     x, y = val["x"], val["y"]
     _, val_conf = best_digit(champion, x / 255.0)
     _, neg_conf = best_digit(champion, np.load(ROOT / "data/drawn/negatives/val.npy") / 255.0)
-    uploads = [(normalise(decode(data)), label) for name in HARD for data, label in rb.generate(name, args.n, args.seed, x, y)]
-    up_pred, up_conf = best_digit(champion, [image for image, _ in uploads])
-    up_label = np.array([label for _, label in uploads])
+    uploads = [(normalise(decode(data)), label, name) for name in HARD for data, label in rb.generate(name, args.n, args.seed, x, y)]
+    up_pred, up_conf = best_digit(champion, [image for image, _, _ in uploads])
+    up_label = np.array([label for _, label, _ in uploads])
+    up_condition = np.array([name for _, _, name in uploads])
 
     print(f"champion {champion.label} (its threshold {champion.rejection_threshold:.3f}); validation data; "
           f"{len(uploads)} upload-like digits ({', '.join(HARD)}), seed {args.seed}\n")
-    print("| max_val_rejection | threshold | val digits rejected | val non-digits rejected | uploads rejected | uploads read right |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| max_val_rejection | threshold | val digits rejected | val non-digits rejected | uploads rejected | uploads read right | "
+          + " | ".join(HARD) + " |")
+    print("|---:|---:|---:|---:|---:|---:|" + "---:|" * len(HARD))
     for q in args.quantiles:
         t = float(np.quantile(val_conf, q))
-        right = ((up_pred == up_label) & (up_conf >= t)).mean()
+        right = (up_pred == up_label) & (up_conf >= t)
         print(f"| {q:g} | {t:.3f} | {(val_conf < t).mean():.2%} | {(neg_conf < t).mean():.2%} | "
-              f"{(up_conf < t).mean():.2%} | {right:.2%} |")
+              f"{(up_conf < t).mean():.2%} | {right.mean():.2%} | "
+              + " | ".join(f"{right[up_condition == name].mean():.2%}" for name in HARD) + " |")
 
 
 if __name__ == "__main__":
