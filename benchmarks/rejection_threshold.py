@@ -7,8 +7,7 @@ on MNIST validation digits. Real uploads are harder than MNIST, so more of them 
 quantile this prints: validation digits rejected, held-out generated non-digits rejected
 (data/drawn/negatives/val.npy), and, for upload-like images drawn by benchmarks/robustness.py from
 *validation* digits (its hardest conditions), the share rejected and the share read right, in all and
-per condition. Test digits
-play no part: they report the final figures (benchmarks/robustness.py).
+per condition. Test digits play no part: they report the final figures (benchmarks/robustness.py).
 """
 import argparse
 import sys
