@@ -133,3 +133,29 @@ def test_block_max_is_the_maximum_of_each_block(shape, factor):
     padded[:shape[0], :shape[1]] = image
     expected = padded.reshape(padded.shape[0] // factor, factor, -1, factor).max(axis=(1, 3))
     assert np.array_equal(block_max(image, factor), expected)
+
+
+@pytest.mark.parametrize("width", [4, 8, 14, 24])
+def test_a_stroke_filling_its_crop_measures_its_own_width(width):
+    """The crop is tight, so a 1's sides are the crop's sides: they must count as edge (PIL's filters
+    repeat the border, which once made a sharp-edged 1 measure 25 px and get ground to a sliver)."""
+    from serve.images import stroke_width
+
+    bar = Image.new("L", (width, 80), 255)
+    assert stroke_width(bar) == pytest.approx(width, rel=0.25)
+
+
+def test_a_sharp_edged_stroke_of_mnist_width_is_left_as_it_is():
+    from serve.images import STROKE_BAND, even_strokes
+
+    width = round(sum(STROKE_BAND) / 2)
+    bar = Image.new("L", (width, 80), 255)
+    assert np.array_equal(np.asarray(even_strokes(bar)), np.asarray(bar))
+
+
+def test_a_fat_marker_stroke_is_thinned_evenly_from_both_sides():
+    from serve.images import even_strokes
+
+    fat = Image.new("L", (30, 80), 255)
+    left, top, right, bottom = even_strokes(fat).getbbox()
+    assert 0 < left == 30 - right and 0 < top == 80 - bottom  # the edge of the crop erodes like any other
