@@ -14,7 +14,8 @@
    model is surest of, with a small bonus per digit so that gluing two real digits into one blob has
    to earn it; no bonus where step 4 cut one blob, so a cut stands only if the model reads two digits
    there more surely than one. This is the over-segment-then-recognise idea of LeCun et al. 1998
-   (section V).
+   (section V). Each candidate is normalised with the ink around it that no other part claims
+   (with_loose_ink): faint bits of its strokes that step 2 dropped as specks.
 """
 import math
 
@@ -77,7 +78,7 @@ def read(gray: np.ndarray, classify, bonus=DIGIT_BONUS, min_share=0.02):
         for part in parts[i + 1:j]:
             group = group.union(part, ink)
         groups[i, j] = group
-    images = {run: to_mnist(group.ink) for run, group in groups.items()}
+    images = {run: to_mnist(with_loose_ink(group, parts[:run[0]] + parts[run[1]:], ink)) for run, group in groups.items()}
     probabilities = classify(np.stack([images[run] for run in runs])[..., None])
     probability = dict(zip(runs, probabilities))
     # A digit starting where the ink was apart earns the bonus; one starting at a cut through a blob
@@ -100,12 +101,30 @@ def read(gray: np.ndarray, classify, bonus=DIGIT_BONUS, min_share=0.02):
     return [(scaled(groups[run].box, factor), images[run], probability[run]) for run in reversed(chosen)]
 
 
+def with_loose_ink(part, others, ink, margin=0.15):
+    """The ink in and around a part's box (margin: a share of its height) that no other part claims: its
+    own strokes, and the faint bits of them that the ink threshold broke off into specks too small to be
+    parts (a 0's faint side, a 5's thin bar)."""
+    m = round(margin * part.h)
+    x0, y0 = max(part.x0 - m, 0), max(part.y0 - m, 0)
+    x1, y1 = min(part.x1 + m, ink.shape[1]), min(part.y1 + m, ink.shape[0])
+    own = ink[y0:y1, x0:x1].copy()
+    for p in others:
+        a0, b0, a1, b1 = max(p.x0, x0), max(p.y0, y0), min(p.x1, x1), min(p.y1, y1)
+        if a0 < a1 and b0 < b1:
+            own[b0 - y0:b1 - y0, a0 - x0:a1 - x0][p.mask[b0 - p.y0:b1 - p.y0, a0 - p.x0:a1 - p.x0]] = 0
+    return own
+
+
 def segment(gray: np.ndarray, min_share=0.02):
     """Grayscale [H, W] in [0, 1] -> [(box [x, y, w, h], 28x28 float32 digit)], left to right, by
     geometry alone (read lets the model settle what geometry cannot)."""
     gray, factor = reduced(gray)
     found = candidates(gray, min_share)
-    return [(scaled(p.box, factor), to_mnist(p.ink)) for p in found[0]] if found else []
+    if not found:
+        return []
+    parts, ink = found
+    return [(scaled(p.box, factor), to_mnist(with_loose_ink(p, parts[:k] + parts[k + 1:], ink))) for k, p in enumerate(parts)]
 
 
 def reduced(gray):

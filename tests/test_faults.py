@@ -23,7 +23,7 @@ from serve.model import SELFTEST_DIR, Registry
 from test_serving import free_port
 
 # Two variants are enough to interrupt one training while the other is done; the smoke config otherwise.
-SMOKE = ("+experiment=smoke", "~variants.strong", "~variants.robust", "~variants.ensemble")
+SMOKE = ("+experiment=smoke", "~variants.strong", "~variants.robust_long", "~variants.ensemble")
 
 
 def training_run(db: Path, variant):

@@ -11,18 +11,18 @@ def test_params_yaml_is_exactly_the_composition_of_conf():
 
 def test_dense_and_cnn_variants_exist_and_are_complete():
     params = compose_params()
-    assert list(params["variants"]) == ["dense", "cnn", "strong", "robust"]
+    assert list(params["variants"]) == ["dense", "cnn", "strong", "robust_long"]
     for name, variant in params["variants"].items():
         assert set(variant) == {"architecture", "train", "augment", "reject", "uploads", "reads"}, name
     assert params["variants"]["dense"]["architecture"]["kind"] == "dense"
     assert params["variants"]["strong"]["augment"]["enabled"] is True
-    assert params["variants"]["robust"]["reject"] is True and params["variants"]["strong"]["reject"] is False
+    assert params["variants"]["robust_long"]["reject"] is True and params["variants"]["strong"]["reject"] is False
 
 
 def test_the_ensemble_is_added_on_request_and_is_robusts_recipe_twice():
     params = compose_params(["+model@variants.ensemble=ensemble"])
     ensemble = dict(params["variants"]["ensemble"])
-    assert ensemble.pop("members") == 2 and ensemble == params["variants"]["robust"]
+    assert ensemble.pop("members") == 2 and ensemble == model_config("robust")
     assert "ensemble" in compose_params(["+experiment=smoke"])["variants"]  # so the tests train one
 
 

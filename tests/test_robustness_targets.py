@@ -34,7 +34,7 @@ def pipeline(tmp_path_factory, mnist_dir):
 @pytest.fixture(scope="module")
 def rows(pipeline):
     champion = Registry(tracking_uri=f"sqlite:///{pipeline}/mlruns/mlflow.db").load()
-    assert champion.tags["variant"] == "robust" and champion.tags["classes"].endswith("not_a_digit")
+    assert champion.tags["variant"] == "robust_long" and champion.tags["classes"].endswith("not_a_digit")
     client = create_app(champion, Settings(model_poll_seconds=0)).test_client()
     test = np.load(pipeline / "data/prepared/test.npz")
     rows = rb.evaluate(client, N, 0, None, test["x"], test["y"])
@@ -43,7 +43,7 @@ def rows(pipeline):
 
 
 def test_the_champion_was_chosen_and_calibrated_on_validation_data(pipeline):
-    metrics = json.loads((pipeline / "reports/robust/metrics.json").read_text())
+    metrics = json.loads((pipeline / "reports/robust_long/metrics.json").read_text())
     assert metrics["val_non_digits_rejected"] >= 0.8
     assert metrics["temperature"] > 0 and 0 < metrics["rejection_threshold"] < 1
 
