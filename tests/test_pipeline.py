@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import BIN, run, run_pipeline
 
-# The smoke config without `robust_long`: `ensemble` trains the same recipe (twice), and test_robustness_targets
+# The smoke config without `robust_long`: `ensemble` trains the same small network (twice), and test_robustness_targets
 # runs a single-model robust variant through its own pipeline. One variant fewer keeps make test's time.
 SMOKE = ("+experiment=smoke", "~variants.robust_long")
 
