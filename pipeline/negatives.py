@@ -127,8 +127,7 @@ def texture(rng, *_):
     # One that comes out as solid as a marker stroke is a "1" and is left out (looks_like_a_one); a dim,
     # grainy bar is not, and without strips the model called those "1" (benchmark noise, seed 5, ad hoc).
     w = int(rng.integers(48, 300))
-    h = int(w * (rng.uniform(0.6, 1.6) if rng.random() < 0.7 else rng.uniform(3, 10) ** rng.choice([-1, 1])))
-    w, h = max(w, 8), max(h, 8)
+    h = max(8, int(w * (rng.uniform(0.6, 1.6) if rng.random() < 0.7 else rng.uniform(3, 10) ** rng.choice([-1, 1]))))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     kind = rng.integers(6)
     if kind == 0:
@@ -177,7 +176,8 @@ DOT_SHARE, DOT_HEIGHT = 0.04, 1 / 3  # a piece with this share of the mark's ink
 def looks_like_a_one(image28):
     """A 28x28 (uint8 0-255 or float 0-1, white ink on black) whose ink is one long, near-vertical,
     pen-bright mark with no dot past its end."""
-    ink = np.asarray(image28, np.float64) / (255.0 if np.asarray(image28).dtype == np.uint8 else 1.0)
+    image = np.asarray(image28)
+    ink = image.astype(np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
     return bool(ink.max() >= ONE_MIN_PEAK and long_and_upright(ink) and not has_a_dot(ink))
 
 
