@@ -11,9 +11,9 @@ def test_params_yaml_is_exactly_the_composition_of_conf():
 
 def test_dense_and_cnn_variants_exist_and_are_complete():
     params = compose_params()
-    assert list(params["variants"]) == ["dense", "cnn", "strong", "robust_long"]
+    assert list(params["variants"]) == ["dense", "cnn", "strong", "robust_long", "ensemble_long"]
     for name, variant in params["variants"].items():
-        assert set(variant) == {"architecture", "train", "augment", "reject", "uploads", "reads"}, name
+        assert set(variant) - {"members"} == {"architecture", "train", "augment", "reject", "uploads", "reads"}, name
     assert params["variants"]["dense"]["architecture"]["kind"] == "dense"
     assert params["variants"]["strong"]["augment"]["enabled"] is True
     assert params["variants"]["robust_long"]["reject"] is True and params["variants"]["strong"]["reject"] is False
@@ -24,6 +24,13 @@ def test_the_ensemble_is_added_on_request_and_is_robusts_recipe_twice():
     ensemble = dict(params["variants"]["ensemble"])
     assert ensemble.pop("members") == 2 and ensemble == model_config("robust")
     assert "ensemble" in compose_params(["+experiment=smoke"])["variants"]  # so the tests train one
+
+
+def test_the_long_ensemble_is_robust_longs_recipe_twice_and_stays_out_of_the_test_pipelines():
+    ensemble = model_config("ensemble_long")
+    assert ensemble.pop("members") == 2 and ensemble == model_config("robust_long")
+    for experiment in ("smoke", "robustness_ci"):  # two full trainings would take make test past its time
+        assert "ensemble_long" not in compose_params([f"+experiment={experiment}"])["variants"], experiment
 
 
 def test_hydra_overrides_reach_params():
