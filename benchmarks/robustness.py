@@ -3,6 +3,7 @@
     python benchmarks/robustness.py                       # 200 images per condition
     python benchmarks/robustness.py --n 50 --conditions paper_jpeg png16 number blank
     python benchmarks/robustness.py --n 20 --contact-sheet /tmp/sheet.png
+    python benchmarks/robustness.py --n 1000 --misses docs/robustness-misses.png   # the hard cases
 
 Every image is generated deterministically (from --seed) out of MNIST *test* digits: dark ink on paper
 at random sizes and positions, phone photos, transparent canvas drawings, thick and thin pens,
@@ -372,8 +373,9 @@ def post(client, path, data):
     return response, (time.perf_counter() - started) * 1000
 
 
-def measure(client, name, samples):
-    """One table row, plus how many real digits were rejected (for the <1% target)."""
+def measure(client, name, samples, misses=None):
+    """One table row, plus how many real digits were rejected (for the <1% target). With a list for
+    `misses`, appends (condition, upload bytes, label, what the API answered) for each one it got wrong."""
     hits = rejected = 0
     errors, latencies = Counter(), []
     for data, label in samples:
@@ -383,13 +385,21 @@ def measure(client, name, samples):
         if response.status_code != 200:
             errors[body.get("error", {}).get("code", str(response.status_code))] += 1
             rejected += 1
+            answer, right = f"refused {response.status_code}", name in NON_DIGITS
         elif name in NUMBERS:
-            hits += body["number"] == label
-            rejected += body["number"] is None
-        elif body.get("prediction") is None:
-            rejected += 1
+            answer = body["number"]
+            hits += answer == label
+            rejected += answer is None
+            right = answer == label
         else:
-            hits += body["prediction"] == label
+            answer = body.get("prediction")
+            rejected += answer is None
+            hits += answer is not None and answer == label
+            right = (answer is None) if name in NON_DIGITS else answer == label
+            if answer is not None:
+                answer = f"{answer} ({body['confidence']:.2f})"
+        if misses is not None and not right:
+            misses.append((name, data, label, "rejected" if answer is None else answer))
     n = len(samples)
     notes = ", ".join(f"{code}: {count}" for code, count in errors.most_common())
     latency = float(np.mean(latencies)) if latencies else 0.0
@@ -400,16 +410,16 @@ def measure(client, name, samples):
     return Row(name, kind, n, metric, hits / n, latency, notes), rejected
 
 
-def evaluate(client, n_per_condition=200, seed=0, names=None, x=None, y=None):
+def evaluate(client, n_per_condition=200, seed=0, names=None, x=None, y=None, misses=None):
     """Rows (condition, kind, n, metric, value, latency_ms, notes) for each condition, then two summary
     rows: all non-digits rejected, and real digits rejected (single digits and numbers' uploads; the
-    touching numbers are reported apart)."""
+    touching numbers are reported apart). `misses`: see `measure`."""
     if x is None:
         test = np.load(Path(__file__).resolve().parent.parent / "data/prepared/test.npz")
         x, y = test["x"], test["y"]
     rows, digit_rejections, digit_count = [], 0, 0
     for name in names or ALL:
-        row, rejected = measure(client, name, generate(name, n_per_condition, seed, x, y))
+        row, rejected = measure(client, name, generate(name, n_per_condition, seed, x, y), misses)
         rows.append(row)
         if row.kind in ("digit", "number"):
             digit_rejections, digit_count = digit_rejections + rejected, digit_count + row.n
@@ -462,6 +472,28 @@ def contact_sheet(path, seed, x, y, per_condition=4, thumb=120):
     sheet.save(path)
 
 
+def misses_sheet(path, misses, per_condition=8, per_row=8, thumb=120):
+    """A PNG grid of what the champion got wrong: the first few misses of each condition, each upload as
+    a viewer shows it, captioned "condition / label -> answer"."""
+    shown, count = [], Counter()
+    for miss in misses:
+        count[miss[0]] += 1
+        if count[miss[0]] <= per_condition:
+            shown.append(miss)
+    rows = max(1, -(-len(shown) // per_row))
+    sheet = Image.new("RGB", (per_row * (thumb + 4), rows * (thumb + 30)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (name, data, label, answer) in enumerate(shown):
+        image = as_seen(Image.open(io.BytesIO(data)))
+        image.thumbnail((thumb, thumb))
+        left, top = (k % per_row) * (thumb + 4), (k // per_row) * (thumb + 30)
+        sheet.paste(image, (left, top))
+        draw.text((left + 2, top + thumb + 2), name, fill="black")
+        draw.text((left + 2, top + thumb + 15), f"{'-' if label is None else label} -> {answer}", fill="red")
+    sheet.save(path)
+    return len(shown)
+
+
 def as_seen(image):
     """RGB as an image viewer shows it: EXIF applied, transparency over a pale green backdrop, 16-bit
     scaled down (not clipped, which is what Pillow's convert does)."""
@@ -480,6 +512,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--conditions", nargs="+", choices=ALL, metavar="NAME", help=f"a subset of: {' '.join(ALL)}")
     parser.add_argument("--contact-sheet", metavar="PATH", help="also write a PNG grid of generated images")
+    parser.add_argument("--misses", metavar="PATH", help="also write a PNG grid of the champion's misses (hard cases)")
     args = parser.parse_args()
 
     from serve import create_app
@@ -493,9 +526,13 @@ def main():
         contact_sheet(args.contact_sheet, args.seed, test["x"], test["y"])
         print(f"wrote {args.contact_sheet}")
     started = time.perf_counter()
-    rows = evaluate(client, args.n, args.seed, args.conditions, test["x"], test["y"])
+    misses = [] if args.misses else None
+    rows = evaluate(client, args.n, args.seed, args.conditions, test["x"], test["y"], misses)
     print(f"champion {champion.label}, seed {args.seed}, MNIST test digits, {time.perf_counter() - started:.0f} s\n")
     print(table(rows))
+    if args.misses:
+        shown = misses_sheet(args.misses, misses)
+        print(f"\nwrote {args.misses}: {shown} of {len(misses)} misses (at most 8 per condition)")
 
 
 if __name__ == "__main__":

@@ -105,3 +105,18 @@ def test_the_benchmark_runs_through_the_api(client, digits):
         assert 0 <= row.value <= 1 and row.n >= 3
         assert row.notes == ""  # nothing generated is refused by the API
     assert "| paper_jpeg | 3 | accuracy |" in rb.table(rows)
+
+
+def test_the_misses_are_exactly_what_the_rows_count_wrong_and_go_on_a_sheet(client, digits, tmp_path):
+    misses = []
+    rows = rb.evaluate(client, 6, 0, ["thin_pen", "number", "letters"], x=digits[0], y=digits[1], misses=misses)
+    by_condition = {r.condition: r for r in rows}
+    for name in ("thin_pen", "number"):  # a digit or a number is missed when it is not read right
+        assert sum(m[0] == name for m in misses) == round(6 * (1 - by_condition[name].value))
+    assert sum(m[0] == "letters" for m in misses) == round(6 * (1 - by_condition["letters"].value))
+    assert all(m[3] != "rejected" for m in misses if m[0] == "letters")  # a non-digit is missed when answered
+    assert all(m[3] == "rejected" or not m[3].startswith(f"{m[2]} ") for m in misses if m[0] == "thin_pen")
+    assert misses, "the small test model reads none of these wrong: the test cannot check the sheet"
+    shown = rb.misses_sheet(tmp_path / "misses.png", misses, per_row=4)
+    sheet = opened((tmp_path / "misses.png").read_bytes())
+    assert shown == len(misses) and sheet.size == (4 * 124, -(-shown // 4) * 150)
