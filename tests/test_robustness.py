@@ -111,9 +111,8 @@ def test_the_misses_are_exactly_what_the_rows_count_wrong_and_go_on_a_sheet(clie
     misses = []
     rows = rb.evaluate(client, 6, 0, ["thin_pen", "number", "letters"], x=digits[0], y=digits[1], misses=misses)
     by_condition = {r.condition: r for r in rows}
-    for name in ("thin_pen", "number"):  # a digit or a number is missed when it is not read right
+    for name in ("thin_pen", "number", "letters"):  # misread or rejected digits; answered non-digits
         assert sum(m[0] == name for m in misses) == round(6 * (1 - by_condition[name].value))
-    assert sum(m[0] == "letters" for m in misses) == round(6 * (1 - by_condition["letters"].value))
     assert all(m[3] != "rejected" for m in misses if m[0] == "letters")  # a non-digit is missed when answered
     assert all(m[3] == "rejected" or not m[3].startswith(f"{m[2]} ") for m in misses if m[0] == "thin_pen")
     assert misses, "the small test model reads none of these wrong: the test cannot check the sheet"
