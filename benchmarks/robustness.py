@@ -384,22 +384,19 @@ def measure(client, name, samples, misses=None):
         body = response.get_json(silent=True) or {}
         if response.status_code != 200:
             errors[body.get("error", {}).get("code", str(response.status_code))] += 1
-            rejected += 1
-            answer, right = f"refused {response.status_code}", name in NON_DIGITS
-        elif name in NUMBERS:
-            answer = body["number"]
-            hits += answer == label
-            rejected += answer is None
-            right = answer == label
+            answer, no_answer = f"refused {response.status_code}", True
         else:
-            answer = body.get("prediction")
-            rejected += answer is None
-            hits += answer is not None and answer == label
-            right = (answer is None) if name in NON_DIGITS else answer == label
-            if answer is not None:
-                answer = f"{answer} ({body['confidence']:.2f})"
+            answer = body["number"] if name in NUMBERS else body.get("prediction")
+            no_answer = answer is None
+        rejected += no_answer
+        right = no_answer if name in NON_DIGITS else answer == label
+        hits += right  # (a non-digit's row counts `rejected`)
         if misses is not None and not right:
-            misses.append((name, data, label, "rejected" if answer is None else answer))
+            if answer is None:
+                answer = "rejected"
+            elif "confidence" in body:  # /predict's answer; /read's number has one per digit
+                answer = f"{answer} ({body['confidence']:.2f})"
+            misses.append((name, data, label, answer))
     n = len(samples)
     notes = ", ".join(f"{code}: {count}" for code, count in errors.most_common())
     latency = float(np.mean(latencies)) if latencies else 0.0
