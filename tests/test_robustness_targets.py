@@ -4,11 +4,13 @@ conditions, at a smaller sample, go through the real app with it. A regression i
 segmenting, training or rejection fails here, not only in the full benchmark.
 
 The floors are not issue #4's targets. This model trains in minutes (3 epochs of the `fast` network), and
-issue #4's targets are for the champion (the variant `dvc repro` registers, now `robust`), measured by
-the full benchmark in docs/robustness.md, which still misses some of them. Each floor sits a little under
-what this CI model reaches (measured at 30,000 digits: every single-digit condition >= 97%, numbers 93%,
-non-digits rejected 91.6%, held-out non-digits 88.1%; with all 50,000 it was 98%, 96%, 93.6%, 90.1%, for
-2.5 more minutes of make test); a broken decoder or normaliser drops a condition far below."""
+issue #4's targets are for the champion (the variant the default pipeline registers, now `ensemble_long`),
+measured by the full benchmark in docs/robustness.md, which still misses some of them. Each floor sits a
+little under the lowest this CI model reached in 9 trainings (2026-11-27, in /tmp, 5 one at a time and 4
+two at a time as `make test` runs them; TensorFlow on CPU does not train the same model twice): every
+single-digit condition 96-100%, numbers 95-96%, non-digits rejected 90.2-92.4%, real digits rejected
+0.1-0.4%, held-out non-digits rejected on validation 78.7-83.5% (77.7% and 80.3% in two fresh-clone CI
+runs). A broken decoder, normaliser or rejection drops a condition far below."""
 import json
 
 import numpy as np
@@ -22,6 +24,8 @@ from serve.model import Registry
 
 N = 100  # per condition, each seeded: the same images every run
 SINGLE_DIGIT_FLOOR, NUMBER_FLOOR, NON_DIGIT_FLOOR, DIGIT_REJECTION_CEILING = 0.95, 0.90, 0.88, 0.02
+# Was 0.8 until 2026-11-27: harder held-out non-digits (c4192e9) put this model's 77.7-83.5% across it (11 trainings).
+VAL_NON_DIGIT_FLOOR = 0.75
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,7 @@ def rows(pipeline):
 
 def test_the_champion_was_chosen_and_calibrated_on_validation_data(pipeline):
     metrics = json.loads((pipeline / "reports/robust_long/metrics.json").read_text())
-    assert metrics["val_non_digits_rejected"] >= 0.8
+    assert metrics["val_non_digits_rejected"] >= VAL_NON_DIGIT_FLOOR
     assert metrics["temperature"] > 0 and 0 < metrics["rejection_threshold"] < 1
 
 
