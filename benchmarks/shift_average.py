@@ -1,0 +1,69 @@
+"""Would averaging the champion over one-pixel shifts of each 28x28 (test-time augmentation) read
+upload-like *validation* digits better?
+
+    python benchmarks/shift_average.py          # the registered champion, 2,000 per condition, seed 1
+
+For no shift, the four one-pixel shifts, and all nine shifts within a pixel, this prints: MNIST
+validation errors, upload-like validation digits misread (benchmarks/rejection_threshold.py's
+conditions and images) and read right at a threshold put, as the evaluate stage puts it, at the 0.1%
+quantile of validation digits, thick and thin pens, and held-out non-digits rejected. Shifts cost one
+model call each. Test digits play no part.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import robustness as rb  # noqa: E402
+from benchmarks.rejection_threshold import HARD  # noqa: E402
+from serve.images import decode, normalise  # noqa: E402
+from serve.model import load_champion  # noqa: E402
+
+SHIFTS = {
+    "none": [(0, 0)],
+    "4 shifts + none": [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)],
+    "all 9": [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)],
+}
+
+
+def shifted_mean(champion, images, shifts):
+    """Calibrated probabilities averaged over the shifted images. MNIST-style 28x28s have a black border
+    of 4 px, so rolling by one moves ink, never wraps it."""
+    images = np.asarray(images, np.float32)
+    return sum(champion.calibrated(np.roll(images, shift, axis=(1, 2))[..., None]) for shift in shifts) / len(shifts)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="upload-like images per condition")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    champion = load_champion()
+    val = np.load(ROOT / "data/prepared/val.npz")
+    x, y = val["x"] / 255.0, val["y"]
+    negatives = np.load(ROOT / "data/drawn/negatives/val.npy") / 255.0
+    uploads = [(normalise(decode(data)), label, name) for name in HARD for data, label in rb.generate(name, args.n, args.seed, val["x"], y)]
+    up_x = [image for image, _, _ in uploads]
+    up_y = np.array([label for _, label, _ in uploads])
+    up_condition = np.array([name for _, _, name in uploads])
+
+    print(f"champion {champion.label}; validation data; {len(uploads)} upload-like digits ({', '.join(HARD)}), seed {args.seed}\n")
+    print("| shifts | model calls | MNIST val errors | uploads misread | uploads read right | thick_pen | thin_pen | non-digits rejected | threshold |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, shifts in SHIFTS.items():
+        p_val, p_up, p_neg = (shifted_mean(champion, images, shifts)[:, :10] for images in (x, up_x, negatives))
+        threshold = float(np.quantile(p_val.max(axis=1), 0.001))
+        misread = p_up.argmax(axis=1) != up_y
+        right = ~misread & (p_up.max(axis=1) >= threshold)
+        print(f"| {name} | {len(shifts)} | {(p_val.argmax(axis=1) != y).sum()} | {misread.sum()} | {right.mean():.2%} | "
+              f"{right[up_condition == 'thick_pen'].mean():.2%} | {right[up_condition == 'thin_pen'].mean():.2%} | "
+              f"{(p_neg.max(axis=1) < threshold).mean():.2%} | {threshold:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
