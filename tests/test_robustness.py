@@ -119,3 +119,15 @@ def test_the_misses_are_exactly_what_the_rows_count_wrong_and_go_on_a_sheet(clie
     shown = rb.misses_sheet(tmp_path / "misses.png", misses, per_row=4)
     sheet = opened((tmp_path / "misses.png").read_bytes())
     assert shown == len(misses) and sheet.size == (4 * 124, -(-shown // 4) * 150)
+
+
+def test_shift_average_moves_real_digits_without_wrapping_ink(digits):
+    from benchmarks.shift_average import shifted
+
+    images = digits[0].astype(np.float32) / 255.0
+    images[:, :, -1] = 1.0  # ink on the right edge: a shift right must drop it, not wrap it to the left
+    right = shifted(images, 0, 1)
+    assert np.array_equal(right[:, :, 1:], images[:, :, :-1]) and not right[:, :, 0].any()
+    up = shifted(images, -1, 0)
+    assert np.array_equal(up[:, :-1], images[:, 1:]) and not up[:, -1].any()
+    assert np.array_equal(shifted(images, 0, 0), images)
