@@ -25,6 +25,14 @@ from serve.model import load_champion  # noqa: E402
 HARD = ["thick_pen", "thin_pen", "phone_photo", "rgba_canvas", "bmp", "paper_jpeg"]
 
 
+def upload_like(n, seed, x, y):
+    """n images of each HARD condition drawn from validation digits (x uint8 [N, 28, 28], labels y) and
+    normalised by the server's code -> (float32 [M, 28, 28], labels [M], condition names [M])."""
+    drawn = [(normalise(decode(data)), label, name) for name in HARD for data, label in rb.generate(name, n, seed, x, y)]
+    images, labels, conditions = zip(*drawn)
+    return np.array(images, np.float32), np.array(labels), np.array(conditions)
+
+
 def best_digit(champion, images):
     """Calibrated probabilities [N, 28, 28] -> (best digit, its probability)."""
     p = champion.calibrated(np.asarray(images, np.float32)[..., None])[:, :10]
@@ -43,13 +51,11 @@ def main():
     x, y = val["x"], val["y"]
     _, val_conf = best_digit(champion, x / 255.0)
     _, neg_conf = best_digit(champion, np.load(ROOT / "data/drawn/negatives/val.npy") / 255.0)
-    uploads = [(normalise(decode(data)), label, name) for name in HARD for data, label in rb.generate(name, args.n, args.seed, x, y)]
-    up_pred, up_conf = best_digit(champion, [image for image, _, _ in uploads])
-    up_label = np.array([label for _, label, _ in uploads])
-    up_condition = np.array([name for _, _, name in uploads])
+    up_images, up_label, up_condition = upload_like(args.n, args.seed, x, y)
+    up_pred, up_conf = best_digit(champion, up_images)
 
     print(f"champion {champion.label} (its threshold {champion.rejection_threshold:.3f}); validation data; "
-          f"{len(uploads)} upload-like digits ({', '.join(HARD)}), seed {args.seed}\n")
+          f"{len(up_label)} upload-like digits ({', '.join(HARD)}), seed {args.seed}\n")
     print("| max_val_rejection | threshold | val digits rejected | val non-digits rejected | uploads rejected | uploads read right | "
           + " | ".join(HARD) + " |")
     print("|---:|---:|---:|---:|---:|---:|" + "---:|" * len(HARD))

@@ -18,9 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import robustness as rb  # noqa: E402
-from benchmarks.rejection_threshold import HARD  # noqa: E402
-from serve.images import decode, normalise  # noqa: E402
+from benchmarks.rejection_threshold import HARD, upload_like  # noqa: E402
 from serve.model import load_champion  # noqa: E402
 
 SHIFTS = {
@@ -53,12 +51,9 @@ def main():
     val = np.load(ROOT / "data/prepared/val.npz")
     x, y = val["x"] / 255.0, val["y"]
     negatives = np.load(ROOT / "data/drawn/negatives/val.npy") / 255.0
-    uploads = [(normalise(decode(data)), label, name) for name in HARD for data, label in rb.generate(name, args.n, args.seed, val["x"], y)]
-    up_x = [image for image, _, _ in uploads]
-    up_y = np.array([label for _, label, _ in uploads])
-    up_condition = np.array([name for _, _, name in uploads])
+    up_x, up_y, up_condition = upload_like(args.n, args.seed, val["x"], y)
 
-    print(f"champion {champion.label}; validation data; {len(uploads)} upload-like digits ({', '.join(HARD)}), seed {args.seed}\n")
+    print(f"champion {champion.label}; validation data; {len(up_y)} upload-like digits ({', '.join(HARD)}), seed {args.seed}\n")
     print("| shifts | model calls | MNIST val errors | uploads misread | uploads read right | thick_pen | thin_pen | non-digits rejected | threshold |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, shifts in SHIFTS.items():
