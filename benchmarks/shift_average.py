@@ -5,8 +5,8 @@ upload-like *validation* digits better?
 
 For no shift, the four one-pixel shifts, and all nine shifts within a pixel, this prints: MNIST
 validation errors, upload-like validation digits misread (benchmarks/rejection_threshold.py's
-conditions and images) and read right at a threshold put, as the evaluate stage puts it, at the 0.1%
-quantile of validation digits, thick and thin pens, and held-out non-digits rejected. Shifts cost one
+conditions and images) and read right at a threshold put where the evaluate stage puts it (the
+max_val_rejection quantile of validation digits, params.yaml), thick and thin pens, and held-out non-digits rejected. Shifts cost one
 model call each. Test digits play no part.
 """
 import argparse
@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.rejection_threshold import HARD, upload_like  # noqa: E402
+from pipeline.params import load  # noqa: E402
 from serve.model import load_champion  # noqa: E402
 
 SHIFTS = {
@@ -48,6 +49,7 @@ def main():
     args = parser.parse_args()
 
     champion = load_champion()
+    max_val_rejection = load(ROOT / "params.yaml")["evaluate"]["max_val_rejection"]
     val = np.load(ROOT / "data/prepared/val.npz")
     x, y = val["x"] / 255.0, val["y"]
     negatives = np.load(ROOT / "data/drawn/negatives/val.npy") / 255.0
@@ -58,7 +60,7 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, shifts in SHIFTS.items():
         p_val, p_up, p_neg = (shifted_mean(champion, images, shifts)[:, :10] for images in (x, up_x, negatives))
-        threshold = float(np.quantile(p_val.max(axis=1), 0.001))
+        threshold = float(np.quantile(p_val.max(axis=1), max_val_rejection))
         misread = p_up.argmax(axis=1) != up_y
         right = ~misread & (p_up.max(axis=1) >= threshold)
         print(f"| {name} | {len(shifts)} | {(p_val.argmax(axis=1) != y).sum()} | {misread.sum()} | {right.mean():.2%} | "
