@@ -153,6 +153,22 @@ def test_a_sharp_edged_stroke_of_mnist_width_is_left_as_it_is():
     assert np.array_equal(np.asarray(even_strokes(bar)), np.asarray(bar))
 
 
+@pytest.mark.parametrize("pick, pil_filter", [(np.minimum, "MinFilter"), (np.maximum, "MaxFilter")])
+def test_filter3x3_is_pils_rank_filter_with_background_outside(pick, pil_filter):
+    """even_strokes runs on numpy for speed; it must give exactly what PIL's filter gives on the image
+    framed in background (the normaliser's output, and so the uploads the model trained on, depend on it)."""
+    from PIL import ImageFilter, ImageOps
+
+    from serve.images import filter3x3
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (1, 7), (9, 1), (28, 28), (80, 37)]:
+        image = (rng.random(shape) < 0.5) * rng.integers(0, 256, shape)
+        framed = ImageOps.expand(Image.fromarray(image.astype(np.uint8)), 1, 0).filter(getattr(ImageFilter, pil_filter)(3))
+        expected = np.asarray(framed)[1:-1, 1:-1]
+        assert np.array_equal(filter3x3(image.astype(np.uint8), pick), expected), shape
+
+
 def test_a_fat_marker_stroke_is_thinned_evenly_from_both_sides():
     from serve.images import even_strokes
 
