@@ -31,3 +31,16 @@ def test_every_class_is_in_validation_and_limits_apply(mnist):
     s = splits(mnist, validation_size=1000, train_limit=3000, test_limit=500)
     assert len(s["train"][1]) == 3000 and len(s["val"][1]) == 1000 and len(s["test"][1]) == 500
     assert set(np.unique(s["val"][1])) == set(range(10))
+
+
+def test_mnists_training_file_is_stored_writer_by_writer(mnist):
+    """benchmarks/writer_split.py's first measurement, on real digits: neighbours in the file (two places
+    apart: the file alternates two sources) share a slant, shuffled digits do not."""
+    from benchmarks.writer_split import lag_correlations, style
+
+    x, y = mnist["x_train"][:20000], mnist["y_train"][:20000]
+    slant = style(x)["slant"]
+    (near,) = lag_correlations(slant, y, lags=(2,))
+    shuffled = np.random.default_rng(0).permutation(len(x))
+    (apart,) = lag_correlations(slant[shuffled], y[shuffled], lags=(2,))
+    assert near > 0.3 and abs(apart) < 0.05
