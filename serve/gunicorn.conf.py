@@ -1,7 +1,7 @@
 """gunicorn settings for `make serve` / `python -m serve`: `gunicorn -c serve/gunicorn.conf.py serve.gunicorn_app:app`.
 
-Sizing: a /predict is ~3-4 ms of server CPU with the version 7 champion (decode 0.1 ms, normalise
-0.4-0.7, onnxruntime 0.85, Flask and HTTP the rest; 1.2-1.6 ms with the `strong` champion of 2026-11-25:
+Sizing: a /predict is ~2.5-3.5 ms of server CPU with the version 7 champion (decode 0.04 ms, normalise
+0.4, onnxruntime 0.8, Flask and HTTP the rest; 1.2-1.6 ms with the `strong` champion of 2026-11-25:
 docs/benchmarks.md), most of it Python holding the GIL. So one worker process per core (each with
 ONNX_THREADS=1, so workers never fight over cores), and 2 threads per worker: one can wait on a slow
 client's upload while the other computes. More
