@@ -107,6 +107,22 @@ def test_the_benchmark_runs_through_the_api(client, digits):
     assert "| paper_jpeg | 3 | accuracy |" in rb.table(rows)
 
 
+def test_a_target_is_met_only_if_it_holds_at_every_seed():
+    """The seed-7 run of one row passing while another row missed went unreported once: the combined
+    table marks a row MISS when any seed misses it."""
+    def rows(paper, number):
+        return [rb.Row("paper_jpeg", "digit", 1000, "accuracy", paper, 4.0, ""),
+                rb.Row("number", "number", 1000, "exact", number, 20.0, ""),
+                rb.Row("number_touching", "reported", 1000, "exact", 0.6, 20.0, "")]
+
+    lines = rb.seeds_table({0: rows(0.995, 0.979), 7: rows(0.987, 0.985)}).splitlines()
+    assert lines[0] == "| condition | metric | seed 0 | seed 7 | target | at every seed |"
+    assert lines[2] == "| paper_jpeg | accuracy | 99.5% | 98.7% | >= 99% | MISS |"
+    assert lines[3] == "| number | exact | 97.9% | 98.5% | >= 98% | MISS |"
+    assert lines[4] == "| number_touching | exact | 60.0% | 60.0% | (reported) |  |"
+    assert rb.seeds_table({0: rows(0.995, 0.99), 7: rows(0.991, 0.98)}).count("PASS") == 2
+
+
 def test_the_misses_are_exactly_what_the_rows_count_wrong_and_go_on_a_sheet(client, digits, tmp_path):
     misses = []
     rows = rb.evaluate(client, 6, 0, ["thin_pen", "number", "letters"], x=digits[0], y=digits[1], misses=misses)
