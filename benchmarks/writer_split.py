@@ -3,6 +3,7 @@ hold-out shares its writers with training, a contiguous block mostly does not.
 
     python benchmarks/writer_split.py                          # style correlations + fast recipe, seed 1
     python benchmarks/writer_split.py --recipe strong --epochs 4 --seeds 1 2
+    python benchmarks/writer_split.py --recipe strong --epochs 4 --set augment.stroke=1 --uploads 20000
 
 Training digits only (data/raw/mnist.npz's x_train); the test split plays no part. Two measurements:
 
@@ -12,7 +13,10 @@ Training digits only (data/raw/mnist.npz's x_train); the test split plays no par
 2. The same recipe trained on 50,000 training digits and scored on the other 10,000, held out three ways:
    at random (as pipeline/preprocess.py does now), the first 10,000, the last 10,000. If the blocks'
    error is higher than the random hold-out's, a random validation split overstates accuracy on people
-   the model has not seen (which is what the test split and every real upload are).
+   the model has not seen (which is what the test split and every real upload are). Each hold-out is
+   also scored drawn as thick-pen uploads (benchmarks/robustness.py's marker, decoded and normalised by
+   serve/images.py), the row where validation and test part most. With --uploads N the model also
+   trains on N of its training digits drawn as uploads (pipeline/uploads.py), as `robust` does.
 """
 import argparse
 import os
@@ -62,11 +66,29 @@ def hold_outs(n, seed):
             "first 10,000": np.arange(HOLD_OUT), "last 10,000": np.arange(n - HOLD_OUT, n)}
 
 
+def drawn_as_thick_pen(job):
+    """(digit, seed) -> the uint8 28x28 the server makes of it drawn with benchmarks/robustness.py's marker."""
+    from benchmarks.robustness import make_thick_pen
+    from serve.images import decode, normalise
+
+    digit, seed = job
+    return (normalise(decode(make_thick_pen(digit, np.random.default_rng(seed)))) * 255).round().astype(np.uint8)
+
+
+def thick_pens(x, seed):
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor() as pool:
+        return np.stack(list(pool.map(drawn_as_thick_pen, [(d, [seed, i]) for i, d in enumerate(x)], chunksize=256)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="fast", help="a file name in conf/model/ (a 10-class one)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="Hydra overrides of the recipe")
+    parser.add_argument("--uploads", type=int, default=0, help="also train on this many training digits drawn as uploads")
     parser.add_argument("--no-training", action="store_true", help="only the style correlations")
     args = parser.parse_args()
 
@@ -82,26 +104,35 @@ def main():
 
     from pipeline.params import model_config
     from pipeline.train import fit, to_input
+    from pipeline.uploads import generate as draw_uploads
 
-    variant = model_config(args.recipe, [f"train.epochs={args.epochs}"] if args.epochs else [])
+    variant = model_config(args.recipe, [*args.set, *([f"train.epochs={args.epochs}"] if args.epochs else [])])
     if variant.get("reject") or variant.get("uploads"):
-        parser.error(f"{args.recipe} learns from data/drawn; use a recipe that reads MNIST only (fast, cnn, strong)")
-    print(f"\n2. {args.recipe} ({variant['train']['epochs']} epochs) trained on {len(x) - HOLD_OUT} training digits, "
-          f"scored on the other {HOLD_OUT}; errors per seed {args.seeds}\n")
-    print("| held out | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean error | s |")
-    print("|---|" + "---:|" * (len(args.seeds) + 2))
+        parser.error(f"{args.recipe} reads data/drawn; use a 10-class MNIST recipe (fast, cnn, strong) and --uploads")
+    print(f"\n2. {args.recipe} {' '.join(args.set)} ({variant['train']['epochs']} epochs) trained on "
+          f"{len(x) - HOLD_OUT} training digits{f' and {args.uploads} of them drawn as uploads' if args.uploads else ''}, "
+          f"scored on the other {HOLD_OUT}, plain and drawn with a thick pen; errors per seed {args.seeds}\n")
+    print("| held out | plain, per seed | thick pen, per seed | plain error | thick-pen error | s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, held in hold_outs(len(x), seed=42).items():
+        started = time.perf_counter()
         keep = np.ones(len(x), bool)
         keep[held] = False
-        errors, started = [], time.perf_counter()
+        train = x[keep], y[keep]
+        if args.uploads:
+            drawn = draw_uploads(*train, args.uploads, [42, 3])
+            train = np.concatenate([train[0], drawn[0]]), np.concatenate([train[1], drawn[1]])
+        pens = thick_pens(x[held], seed=7)
+        plain_errors, pen_errors = [], []
         for seed in args.seeds:
             # Best epoch chosen on the hold-out itself, as train@ chooses on validation: the same for all three.
-            model, _ = fit(variant, seed, (x[keep], y[keep]), (x[held], y[held]), Path(os.devnull), verbose=0)
-            predicted = model.predict(to_input(x[held]), batch_size=2000, verbose=0).argmax(axis=1)
-            errors.append(int((predicted != y[held]).sum()))
-        print(f"| {name} | " + " | ".join(str(e) for e in errors)
-              + f" | {np.mean(errors) / HOLD_OUT:.2%} | {time.perf_counter() - started:.0f} |", flush=True)
-
+            model, _ = fit(variant, seed, train, (x[held], y[held]), Path(os.devnull), verbose=0)
+            for images, errors in ((x[held], plain_errors), (pens, pen_errors)):
+                predicted = model.predict(to_input(images), batch_size=2000, verbose=0).argmax(axis=1)
+                errors.append(int((predicted != y[held]).sum()))
+        print(f"| {name} | {' / '.join(map(str, plain_errors))} | {' / '.join(map(str, pen_errors))} "
+              f"| {np.mean(plain_errors) / HOLD_OUT:.2%} | {np.mean(pen_errors) / HOLD_OUT:.2%} "
+              f"| {time.perf_counter() - started:.0f} |", flush=True)
 
 if __name__ == "__main__":
     main()
