@@ -134,5 +134,6 @@ def main():
               f"| {np.mean(plain_errors) / HOLD_OUT:.2%} | {np.mean(pen_errors) / HOLD_OUT:.2%} "
               f"| {time.perf_counter() - started:.0f} |", flush=True)
 
+
 if __name__ == "__main__":
     main()

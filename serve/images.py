@@ -247,7 +247,7 @@ def even_strokes(ink_image: Image.Image) -> Image.Image:
 def filter3x3(image: np.ndarray, pick) -> np.ndarray:
     """The minimum (pick=np.minimum) or maximum (np.maximum) of each pixel's 3x3 neighbourhood, reading
     background (0) outside the image, so ink at the crop's edge thins and grows like any other. Numpy on
-    shifted views, rows then columns: 6x faster here than PIL's Min/MaxFilter, and the same result."""
+    shifted views, rows then columns: the same result as PIL's Min/MaxFilter, 5x faster on an 80 px crop."""
     padded = np.pad(image, 1)
     rows = pick(pick(padded[:-2], padded[1:-1]), padded[2:])
     return pick(pick(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
