@@ -147,3 +147,15 @@ def test_shift_average_moves_real_digits_without_wrapping_ink(digits):
     up = shifted(images, -1, 0)
     assert np.array_equal(up[:, :-1], images[:, 1:]) and not up[:, -1].any()
     assert np.array_equal(shifted(images, 0, 0), images)
+
+
+def test_normaliser_settings_change_the_28x28_and_put_the_served_ones_back(digits):
+    from benchmarks.normaliser_settings import settings
+    from serve import images
+
+    page = 1.0 - np.kron(digits[0][7], np.ones((4, 4))).astype(np.float32) / 255.0  # dark ink on white
+    served = images.normalise(page)
+    with settings(INK_CUTOFF=0.9, STROKE_BAND=(0.0, np.inf)):
+        assert images.INK_CUTOFF == 0.9 and not np.array_equal(images.normalise(page), served)
+    assert images.INK_CUTOFF == 0.2 and images.STROKE_BAND == (5.6, 10.8)
+    assert np.array_equal(images.normalise(page), served)
