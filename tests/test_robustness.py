@@ -149,6 +149,28 @@ def test_shift_average_moves_real_digits_without_wrapping_ink(digits):
     assert np.array_equal(shifted(images, 0, 0), images)
 
 
+def test_number_misses_draws_the_benchmarks_own_numbers_and_names_the_first_cause(digits):
+    from benchmarks.number_misses import cause, numbers
+
+    x, y = digits
+    mine = list(numbers(x, 4, seed=3))
+    theirs = rb.generate("number", 4, 3, x, y)
+    assert [page for _, page in mine] == [page for page, _ in theirs]
+    assert ["".join(str(int(d)) for d in y[picks]) for picks, _ in mine] == [label for _, label in theirs]
+
+    picks, labels = np.array([0, 1]), np.array([3, 5])
+    plain_right = np.array([True, False])
+
+    def found(*digit_probabilities):
+        return [(None, None, np.eye(11)[d] * p) for d, p in digit_probabilities]
+
+    assert cause(found((3, 0.9), (5, 0.9)), picks, labels, plain_right, 0.3) == "exact"
+    assert cause(found((3, 0.9)), picks, labels, plain_right, 0.3) == "wrong count"
+    assert cause(found((3, 0.9), (6, 0.9)), picks, labels, plain_right, 0.3) == "a digit misread plain too"
+    assert cause(found((8, 0.9), (5, 0.9)), picks, labels, plain_right, 0.3) == "a digit misread only in the number"
+    assert cause(found((3, 0.2), (5, 0.9)), picks, labels, plain_right, 0.3) == "a digit under the threshold"
+
+
 def test_normaliser_settings_change_the_28x28_and_put_the_served_ones_back(digits):
     from benchmarks.normaliser_settings import settings
     from serve import images
