@@ -181,3 +181,20 @@ def test_normaliser_settings_change_the_28x28_and_put_the_served_ones_back(digit
         assert images.INK_CUTOFF == 0.9 and not np.array_equal(images.normalise(page), served)
     assert images.INK_CUTOFF == 0.2 and images.STROKE_BAND == (5.6, 10.8)
     assert np.array_equal(images.normalise(page), served)
+
+
+def test_upload_count_scores_each_model_at_its_own_threshold():
+    from benchmarks.upload_count import score
+
+    def probabilities(digits, confidence):
+        return np.eye(11)[digits] * np.asarray(confidence)[:, None]
+
+    val_y = np.arange(10).repeat(100)
+    val = probabilities(val_y, np.linspace(0.5, 1.0, 1000))  # every validation digit read right
+    others = probabilities(np.full(4, 3), [0.2, 0.4, 0.6, 0.9])
+    upload_y = np.array([1, 2, 3, 4])
+    uploads = probabilities(np.array([1, 2, 5, 4]), [0.9, 0.3, 0.9, 0.7])
+    conditions = np.array(["thick_pen", "thick_pen", "thin_pen", "thin_pen"])
+    row = score([val, others, uploads], val_y, upload_y, conditions, quantile=0.1)  # threshold 0.55
+    assert row == {"MNIST val errors": 0, "uploads misread": 1, "uploads rejected": 1, "uploads read right": "50.00%",
+                   "thick_pen": "50.00%", "thin_pen": "50.00%", "non-digits rejected": "50.00%"}
