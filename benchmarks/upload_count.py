@@ -52,11 +52,12 @@ def drawn_uploads(n, seed):
     if n <= len(images):
         return images[:n], labels[:n]
     x, y = load_split("train")
-    extra, round_ = [(images, labels)], 0
-    while sum(len(i) for i, _ in extra) < n:  # each round draws every training digit at most once
+    parts, drawn, round_ = [(images, labels)], len(images), 0
+    while drawn < n:  # a round draws each training digit at most once, and leaves out blank results
         round_ += 1
-        extra.append(generate(x, y, n - sum(len(i) for i, _ in extra), [seed, 4, round_]))
-    return np.concatenate([i for i, _ in extra])[:n], np.concatenate([l for _, l in extra])[:n]
+        parts.append(generate(x, y, n - drawn, [seed, 4, round_]))
+        drawn += len(parts[-1][0])
+    return tuple(np.concatenate(column)[:n] for column in zip(*parts))
 
 
 def main():
