@@ -12,7 +12,6 @@ those numbers wrong.
 """
 import argparse
 import sys
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -27,15 +26,6 @@ from serve.model import load_champion  # noqa: E402
 from serve.segment import read  # noqa: E402
 
 CAUSES = ["exact", "wrong count", "a digit misread plain too", "a digit misread only in the number", "a digit under the threshold"]
-
-
-def numbers(x, n, seed):
-    """(indices of its digits in x, JPEG bytes) for each of n numbers: robustness.generate's "number"
-    stream, the same pages, with the digits' indices kept."""
-    rng = np.random.default_rng([seed, zlib.crc32(b"number")])
-    for _ in range(n):
-        picks = rng.choice(len(x), size=int(rng.integers(2, 7)))
-        yield picks, rb.make_number(list(x[picks]), rng)
 
 
 def cause(found, picks, labels, plain_right, threshold):
@@ -70,7 +60,7 @@ def main():
     print("|---:|---:|---:|" + "---:|" * len(CAUSES))
     for seed in args.seed:
         counts, digits, plain_misread = Counter(), 0, 0
-        for picks, page in numbers(x, args.n, seed):
+        for picks, page in rb.numbers("number", args.n, seed, x):
             found = read(decode(page), champion.calibrated)
             counts[cause(found, picks, y, plain_right, champion.rejection_threshold)] += 1
             digits += len(picks)

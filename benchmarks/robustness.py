@@ -355,17 +355,22 @@ ALL = [*CONDITIONS, *NUMBERS, *NON_DIGITS]
 def generate(name, n, seed, x, y):
     """[(bytes, label)] for one condition. Each condition has its own random stream (seed, name), so
     running a subset gives the same images as running all of them."""
+    if name in NUMBERS:
+        return [(page, "".join(str(int(v)) for v in y[picks])) for picks, page in numbers(name, n, seed, x)]
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     if name in NON_DIGITS:
         return [(NON_DIGITS[name](rng), None) for _ in range(n)]
-    if name in NUMBERS:
-        samples = []
-        for _ in range(n):
-            picks = rng.choice(len(x), size=int(rng.integers(2, 7)))
-            samples.append((NUMBERS[name](list(x[picks]), rng), "".join(str(int(v)) for v in y[picks])))
-        return samples
     picks = rng.choice(len(x), size=n, replace=n > len(x))
     return [(CONDITIONS[name](x[i], rng), int(y[i])) for i in picks]
+
+
+def numbers(name, n, seed, x):
+    """(indices of its digits in x, page bytes) for each of n written numbers of a NUMBERS condition:
+    generate's pages, with the digits kept by index (benchmarks/number_misses.py looks each one up)."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    for _ in range(n):
+        picks = rng.choice(len(x), size=int(rng.integers(2, 7)))
+        yield picks, NUMBERS[name](list(x[picks]), rng)
 
 
 def post(client, path, data):

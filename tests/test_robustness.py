@@ -150,10 +150,10 @@ def test_shift_average_moves_real_digits_without_wrapping_ink(digits):
 
 
 def test_number_misses_draws_the_benchmarks_own_numbers_and_names_the_first_cause(digits):
-    from benchmarks.number_misses import cause, numbers
+    from benchmarks.number_misses import cause
 
     x, y = digits
-    mine = list(numbers(x, 4, seed=3))
+    mine = list(rb.numbers("number", 4, 3, x))
     theirs = rb.generate("number", 4, 3, x, y)
     assert [page for _, page in mine] == [page for page, _ in theirs]
     assert ["".join(str(int(d)) for d in y[picks]) for picks, _ in mine] == [label for _, label in theirs]
