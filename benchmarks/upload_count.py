@@ -29,18 +29,25 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.rejection_threshold import HARD, upload_like  # noqa: E402
 
 
-def score(probabilities, val_y, upload_y, upload_condition, quantile):
-    """{metric: value} from a model's probabilities on (validation digits, non-digits, upload-like digits)."""
+def measure(probabilities, val_y, upload_y, upload_condition, quantile):
+    """{metric: count or share} from a model's probabilities on (validation digits, non-digits, upload-like
+    digits), at the threshold that rejects `quantile` of the validation digits."""
     digits, others, uploads = (p[:, :10] for p in probabilities)
     threshold = float(np.quantile(digits.max(axis=1), quantile))
     misread = uploads.argmax(axis=1) != upload_y
     under = uploads.max(axis=1) < threshold
     right = ~misread & ~under
     return {"MNIST val errors": int((digits.argmax(axis=1) != val_y).sum()), "uploads misread": int(misread.sum()),
-            "uploads rejected": int(under.sum()), "uploads read right": f"{right.mean():.2%}",
-            "thick_pen": f"{right[upload_condition == 'thick_pen'].mean():.2%}",
-            "thin_pen": f"{right[upload_condition == 'thin_pen'].mean():.2%}",
-            "non-digits rejected": f"{(others.max(axis=1) < threshold).mean():.2%}"}
+            "uploads rejected": int(under.sum()), "uploads read right": right.mean(),
+            "thick_pen": right[upload_condition == "thick_pen"].mean(),
+            "thin_pen": right[upload_condition == "thin_pen"].mean(),
+            "non-digits rejected": (others.max(axis=1) < threshold).mean()}
+
+
+def score(probabilities, val_y, upload_y, upload_condition, quantile):
+    """measure()'s row with the shares as percentages."""
+    row = measure(probabilities, val_y, upload_y, upload_condition, quantile)
+    return {k: v if isinstance(v, int) else f"{v:.2%}" for k, v in row.items()}
 
 
 def drawn_uploads(n, seed):

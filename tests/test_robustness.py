@@ -198,3 +198,28 @@ def test_upload_count_scores_each_model_at_its_own_threshold():
     row = score([val, others, uploads], val_y, upload_y, conditions, quantile=0.1)  # threshold 0.55
     assert row == {"MNIST val errors": 0, "uploads misread": 1, "uploads rejected": 1, "uploads read right": "50.00%",
                    "thick_pen": "50.00%", "thin_pen": "50.00%", "non-digits rejected": "50.00%"}
+
+
+def test_torch_recipes_tables_each_recipe_alone_and_two_seeds_averaged(tmp_path, capsys):
+    from benchmarks.torch_recipes import table
+
+    def probabilities(digits, confidence):
+        return np.eye(11)[digits] * np.asarray(confidence)[:, None]
+
+    val_y = np.arange(10).repeat(100)
+    upload_y = np.array([1, 2, 3, 4])
+    np.savez(tmp_path / "data.npz", val_y=val_y, vup_y=upload_y, vup_c=np.array(["thick_pen"] * 2 + ["thin_pen"] * 2))
+    val = probabilities(val_y, np.linspace(0.4, 1.0, 1000))  # threshold (0.1% of validation rejected) ~0.4
+    others = probabilities(np.full(2, 3), [0.2, 0.9])
+    # Seed 1 misreads upload 0, unsurely; seed 2 reads it right, surely: their average reads it right.
+    # Both are sure of uploads 1 and 2, and too unsure of upload 3 to answer.
+    seed_1 = probabilities(np.array([7, 2, 3, 4]), [0.2, 0.9, 0.9, 0.3])
+    seed_2 = probabilities(np.array([1, 2, 3, 4]), [1.0, 0.9, 0.9, 0.3])
+    np.savez(tmp_path / "probs.npz", **{f"wide_s{s}__{k}": v for s, up in ((1, seed_1), (2, seed_2))
+                                        for k, v in (("val", val), ("vneg", others), ("up", up))})
+    table(tmp_path / "data.npz", [tmp_path / "probs.npz"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["| wide, one model (mean of 2)", "| wide, pairs averaged (mean of 1)"]
+    # MNIST val errors, misread, rejected, read right, thick, thin, non-digits rejected
+    assert rows[0][1:] == ["0.0", "0.5", "1.5", "62.50%", "75.00%", "50.00%", "50.00% |"]
+    assert rows[1][1:] == ["0.0", "0.0", "1.0", "75.00%", "100.00%", "50.00%", "50.00% |"]
