@@ -9,7 +9,7 @@ hours before spending them. Three steps, on two machines:
     python benchmarks/torch_recipes.py score probs.npz ...    # here: the validation table
 
 A recipes file (benchmarks/recipes/) has one training per line, a name ending in _s<seed> and a JSON
-object of changes to the recipe (seed, epochs, stages, stroke, rot, shift, scale, smooth); '#' starts a
+object of changes to the recipe (seed, epochs, stages, stroke, rot, shift, scale, elastic, smooth); '#' starts a
 comment line. `score` prints, per recipe, the mean over its seeds alone and over every pair of seeds
 averaged (a two-model ensemble): MNIST validation errors, upload-like validation digits misread,
 rejected and read right at the model's own 0.1% threshold (as the evaluate stage sets it;
@@ -68,7 +68,7 @@ def train(data_path, cfg, out):
             layers.append(nn.MaxPool2d(2))
         return nn.Sequential(*layers, nn.Flatten(), nn.Dropout(dropout), nn.LazyLinear(classes))
 
-    def warp(x, rot, shift, scale):  # pipeline/augment.py: random_warp, without the (unused) elastic field
+    def warp(x, rot, shift, scale, elastic):  # pipeline/augment.py: random_warp
         b = x.shape[0]
         angle = (torch.rand(b, device=x.device) * 2 - 1) * rot * math.pi / 180
         zoom = 1 + (torch.rand(b, device=x.device) * 2 - 1) * scale
@@ -76,6 +76,9 @@ def train(data_path, cfg, out):
         t = (torch.rand(b, 2, device=x.device) * 2 - 1) * shift * 2 / 28  # pixels -> affine_grid's [-1, 1]
         theta = torch.stack([torch.stack([c, -s, t[:, 0]], 1), torch.stack([s, c, t[:, 1]], 1)], 1)
         grid = F.affine_grid(theta, x.shape, align_corners=False)
+        if elastic:  # a smooth field: uniform on a 4x4 grid, upsampled bicubically (torch's cubic, not TF's)
+            field = (torch.rand(b, 2, 4, 4, device=x.device) * 2 - 1) * elastic * 2 / 28
+            grid = grid + F.interpolate(field, size=(28, 28), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def stroke(x, steps):  # pipeline/augment.py: random_stroke (3x3 max/min filters at 4x, half a pixel a step)
@@ -120,7 +123,8 @@ def train(data_path, cfg, out):
             break
         model.train()
         for idx in torch.randperm(len(X), device=dev).split(batch):
-            xb = stroke(warp(X[idx], cfg.get("rot", 8), cfg.get("shift", 2), cfg.get("scale", 0.08)), cfg.get("stroke", 1))
+            xb = warp(X[idx], cfg.get("rot", 8), cfg.get("shift", 2), cfg.get("scale", 0.08), cfg.get("elastic", 0))
+            xb = stroke(xb, cfg.get("stroke", 1))
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             loss = F.cross_entropy(model(xb), Y[idx], label_smoothing=cfg.get("smooth", 0.0))
