@@ -8,16 +8,19 @@ hours before spending them. Three steps, on two machines:
                                                               # on the GPU machine, .gpu/ carried there
     python benchmarks/torch_recipes.py score probs.npz ...    # here: the validation table
 
-A recipes file (benchmarks/recipes/) has one training per line, a name ending in _s<seed> and a JSON
-object of changes to the recipe (seed, epochs, stages, stroke, rot, shift, scale, elastic, smooth); '#' starts a
-comment line. `score` prints, per recipe, the mean over its seeds alone and over every pair of seeds
-averaged (a two-model ensemble): MNIST validation errors, upload-like validation digits misread,
-rejected and read right at the model's own 0.1% threshold (as the evaluate stage sets it;
-benchmarks/upload_count.py: measure), the pen rows, and held-out non-digits rejected. The test split
+`pack` also writes the recipe itself (conf/model/robust_long.yaml unless --recipe), which the GPU side
+reads. A recipes file (benchmarks/recipes/) has one training per line: a name ending in _s<seed>, and a
+JSON object of the seed and changes to the recipe in dotted keys, e.g. `wide12_s1 {"seed": 1,
+"train.epochs": 12, "architecture.stages": [[64, 64], [128, 128], [256]]}`; '#' starts a comment line.
+`score` prints, per recipe, the mean over its seeds alone and over every pair of seeds averaged (a
+two-model ensemble): MNIST validation errors, upload-like validation digits misread, rejected and read
+right at the model's own 0.1% threshold (as the evaluate stage sets it; benchmarks/upload_count.py:
+measure), the pen rows, and held-out non-digits rejected. The test split
 plays no part. The PyTorch port gives the same probabilities as the harness that made
 docs/robustness.md's table (checked on the CPU); it is not the Keras pipeline, whose own numbers differ.
 """
 import argparse
+import copy
 import itertools
 import json
 import math
@@ -35,10 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 # --- here: what the GPU machine needs, in one file -----------------------------------------------------------
 
-def pack(path, n=2000, seed=1):
-    """The pipeline's own training data (MNIST, digits drawn as uploads, generated non-digits) and n
-    upload-like validation digits per hard condition (benchmarks/rejection_threshold.py), all uint8."""
+def pack(path, n=2000, seed=1, recipe="robust_long"):
+    """The recipe (conf/model/<recipe>.yaml, composed), the pipeline's own training data (MNIST, digits
+    drawn as uploads, generated non-digits) and n upload-like validation digits per hard condition
+    (benchmarks/rejection_threshold.py), all uint8."""
     from benchmarks.rejection_threshold import upload_like
+    from pipeline.params import model_config
 
     train, val = np.load(ROOT / "data/prepared/train.npz"), np.load(ROOT / "data/prepared/val.npz")
     up_x, up_y, up_c = upload_like(n, seed, val["x"], val["y"])
@@ -47,19 +52,39 @@ def pack(path, n=2000, seed=1):
         up_x=np.load(ROOT / "data/drawn/uploads/train.npy"), up_y=np.load(ROOT / "data/drawn/uploads/train_labels.npy"),
         neg_x=np.load(ROOT / "data/drawn/negatives/train.npy"), val_x=val["x"], val_y=val["y"],
         vneg_x=np.load(ROOT / "data/drawn/negatives/val.npy"),
-        vup_x=(up_x * 255).round().astype(np.uint8), vup_y=up_y, vup_c=up_c)
+        vup_x=(up_x * 255).round().astype(np.uint8), vup_y=up_y, vup_c=up_c, recipe=json.dumps(model_config(recipe)))
+
+
+def with_changes(recipe, changes):
+    """The recipe with dotted-key changes applied, e.g. {"train.epochs": 12}; an unknown key is an error."""
+    recipe = copy.deepcopy(recipe)
+    for key, value in changes.items():
+        *path, last = key.split(".")
+        node = recipe
+        for name in path:
+            node = node[name]
+        if last not in node:
+            raise KeyError(f"{key!r} is not a setting of the recipe")
+        node[last] = value
+    arch, train = recipe["architecture"], recipe["train"]
+    ported = {"kind": "cnn", "kernel": 3, "padding": "same", "batch_norm": True, "head": "flatten", "hidden": 0}
+    if any(arch[k] != v for k, v in ported.items()) or (train["optimizer"], train["schedule"]) != ("adamw", "cosine") \
+            or not recipe["augment"]["enabled"] or not recipe["reject"]:
+        raise ValueError(f"the PyTorch port has only {ported}, AdamW, a cosine schedule, augmentation on and the "
+                         f"eleventh class: not {recipe}")
+    return recipe
 
 
 # --- GPU machine: the recipe in PyTorch -----------------------------------------------------------------------
 
 def train(data_path, cfg, out):
-    """One training of robust_long's recipe with cfg's changes; saves its softmax on validation digits,
-    validation non-digits and validation uploads to `out`."""
+    """One training of the packed recipe with cfg's changes (dotted keys; also seed and deadline); saves
+    its softmax on validation digits, validation non-digits and validation uploads to `out`."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
-    def build(stages, classes=11, dropout=0.25):  # pipeline/models.py: cnn, with Keras' batch-norm settings
+    def build(stages, dropout, classes=11):  # pipeline/models.py: cnn, with Keras' batch-norm settings
         layers, c = [], 1
         for stage in stages:
             for f in stage:
@@ -94,23 +119,25 @@ def train(data_path, cfg, out):
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(cfg["seed"])
     d = np.load(data_path)
+    recipe = with_changes(json.loads(str(d["recipe"])), {k: v for k, v in cfg.items() if "." in k})
+    arch, hyper, augment = recipe["architecture"], recipe["train"], recipe["augment"]
     to_tensor = lambda a: torch.tensor(a, dtype=torch.float32, device=dev)[:, None] / 255  # noqa: E731
     X = to_tensor(np.concatenate([d["train_x"], d["up_x"], d["neg_x"]]))
     Y = torch.tensor(np.concatenate([d["train_y"], d["up_y"], np.full(len(d["neg_x"]), 10)]), dtype=torch.long, device=dev)
     VX = to_tensor(np.concatenate([d["val_x"], d["vneg_x"]]))
     VY = torch.tensor(np.concatenate([d["val_y"], np.full(len(d["vneg_x"]), 10)]), device=dev)
 
-    model = build(cfg.get("stages", [[32, 32], [64, 64], [128]])).to(dev)
+    model = build(arch["stages"], dropout=arch["dropout"]).to(dev)
     model(X[:2])  # materialise the lazy head before the optimiser sees the parameters
-    base_lr, batch, epochs = 3e-3, 128, cfg.get("epochs", 20)
-    opt = torch.optim.AdamW(model.parameters(), lr=base_lr, weight_decay=1e-4, eps=1e-7)
+    base_lr, batch, epochs = hyper["learning_rate"], hyper["batch_size"], hyper["epochs"]
+    opt = torch.optim.AdamW(model.parameters(), lr=base_lr, weight_decay=hyper["weight_decay"], eps=1e-7)
     steps = math.ceil(len(X) / batch)
-    total, step = epochs * steps, 0
+    total, warm, step = epochs * steps, int(hyper["warmup_epochs"] * steps), 0
 
-    def lr_at(step):  # one epoch of linear warm-up from a tenth, then cosine to 0 (pipeline/train.py: optimizer)
-        if step < steps:
-            return base_lr * (0.1 + 0.9 * step / steps)
-        return base_lr * 0.5 * (1 + math.cos(math.pi * (step - steps) / max(total - steps, 1)))
+    def lr_at(step):  # linear warm-up from a tenth, then cosine to 0 (pipeline/train.py: optimizer)
+        if step < warm:
+            return base_lr * (0.1 + 0.9 * step / warm)
+        return base_lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
 
     def predict(x):
         with torch.no_grad():
@@ -123,11 +150,11 @@ def train(data_path, cfg, out):
             break
         model.train()
         for idx in torch.randperm(len(X), device=dev).split(batch):
-            xb = warp(X[idx], cfg.get("rot", 8), cfg.get("shift", 2), cfg.get("scale", 0.08), cfg.get("elastic", 0))
-            xb = stroke(xb, cfg.get("stroke", 1))
+            xb = warp(X[idx], augment["rotation_deg"], augment["shift_px"], augment["scale"], augment["elastic"])
+            xb = stroke(xb, augment["stroke"])
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            loss = F.cross_entropy(model(xb), Y[idx], label_smoothing=cfg.get("smooth", 0.0))
+            loss = F.cross_entropy(model(xb), Y[idx], label_smoothing=hyper["label_smoothing"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -216,6 +243,7 @@ def main():
     p.add_argument("data")
     p.add_argument("--n", type=int, default=2000, help="upload-like validation digits per condition")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--recipe", default="robust_long", help="a file name in conf/model/")
     p = sub.add_parser("run")
     p.add_argument("data")
     p.add_argument("recipes")
@@ -230,7 +258,7 @@ def main():
     p.add_argument("--data", default=".gpu/data.npz")
     args = parser.parse_args()
     if args.command == "pack":
-        pack(args.data, args.n, args.seed)
+        pack(args.data, args.n, args.seed, args.recipe)
     elif args.command == "run":
         run_all(args.data, args.recipes, args.out, args.deadline)
     elif args.command == "train":

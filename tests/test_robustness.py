@@ -223,3 +223,17 @@ def test_torch_recipes_tables_each_recipe_alone_and_two_seeds_averaged(tmp_path,
     # MNIST val errors, misread, rejected, read right, thick, thin, non-digits rejected
     assert rows[0][1:] == ["0.0", "0.5", "1.5", "62.50%", "75.00%", "50.00%", "50.00% |"]
     assert rows[1][1:] == ["0.0", "0.0", "1.0", "75.00%", "100.00%", "50.00%", "50.00% |"]
+
+
+def test_torch_recipes_changes_the_real_recipe_and_refuses_what_the_port_lacks():
+    from benchmarks.torch_recipes import with_changes
+    from pipeline.params import model_config
+
+    recipe = model_config("robust_long")
+    wide = with_changes(recipe, {"train.epochs": 12, "architecture.stages": [[64, 64], [128, 128], [256]]})
+    assert wide == model_config("robust_wide")
+    assert recipe["train"]["epochs"] == 20  # the recipe given is left as it was
+    with pytest.raises(KeyError, match="'train.epoch' is not a setting"):
+        with_changes(recipe, {"train.epoch": 12})
+    with pytest.raises(ValueError, match="the PyTorch port has only"):
+        with_changes(recipe, {"train.optimizer": "adam"})
