@@ -14,8 +14,8 @@ JSON object of the seed and changes to the recipe in dotted keys, e.g. `wide12_s
 "train.epochs": 12, "architecture.stages": [[64, 64], [128, 128], [256]]}`; '#' starts a comment line.
 `score` prints, per recipe, the mean over its seeds alone and over every pair of seeds averaged (a
 two-model ensemble): MNIST validation errors, upload-like validation digits misread, rejected and read
-right at the model's own 0.1% threshold (as the evaluate stage sets it; benchmarks/upload_count.py:
-measure), the pen rows, and held-out non-digits rejected. The test split
+right at the model's own threshold (params.yaml's max_val_rejection quantile, the evaluate stage's rule;
+benchmarks/upload_count.py: measure), the pen rows, and held-out non-digits rejected. The test split
 plays no part. The PyTorch port gives the same probabilities as the harness that made
 docs/robustness.md's table (checked on the CPU); it is not the Keras pipeline, whose own numbers differ.
 """
@@ -200,15 +200,18 @@ def run_all(data_path, recipes, out_dir, deadline_s):
 
 # --- here: the validation table -------------------------------------------------------------------------------
 
-def metrics(p, d):
+def metrics(p, d, quantile):
     """One model's (or an average's) softmax on the packed validation sets -> the table's figures, at the
-    threshold that rejects 0.1% of MNIST validation digits (conf/evaluate's max_val_rejection)."""
+    threshold that rejects `quantile` of MNIST validation digits."""
     from benchmarks.upload_count import measure
 
-    return measure([p["val"], p["vneg"], p["up"]], d["val_y"], d["vup_y"], d["vup_c"], quantile=0.001)
+    return measure([p["val"], p["vneg"], p["up"]], d["val_y"], d["vup_y"], d["vup_c"], quantile)
 
 
 def table(data_path, prob_files):
+    from pipeline.params import load
+
+    quantile = load(ROOT / "params.yaml")["evaluate"]["max_val_rejection"]  # the evaluate stage's rule
     d = np.load(data_path)
     runs = {}
     for f in prob_files:
@@ -220,7 +223,8 @@ def table(data_path, prob_files):
         recipes.setdefault(name.rsplit("_s", 1)[0], []).append(name)
 
     def mean(groups):
-        rows = [metrics({k: np.mean([runs[n][k] for n in g], 0) for k in ("val", "vneg", "up")}, d) for g in groups]
+        rows = [metrics({k: np.mean([runs[n][k] for n in g], 0) for k in ("val", "vneg", "up")}, d, quantile)
+                for g in groups]
         return {k: np.mean([r[k] for r in rows]) for k in rows[0]}, len(rows)
 
     lines = []
