@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# The browser tests/test_web.py drives; `make browser` installs it.
+# The browser tests/service/test_web.py drives; `make browser` installs it.
 CHROMIUM ?= /usr/bin/chromium
 BIN := $(VENV)/bin
 # Stages run `python -m pipeline.…`: the venv's python must come first on PATH.
@@ -13,9 +13,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-serve.txt
+# requirements.txt is the lock (every pin); then the project itself, editable: `import digits` etc. from anywhere.
+$(VENV)/.installed: requirements.txt requirements-serve.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $@
 
 params: install

@@ -6,7 +6,8 @@ end to end.
 
 Starts `python -m serve` (gunicorn, serve/gunicorn.conf.py) on a free loopback port, serving the
 registered champion (or MODEL_DIR), and drives it with wrk (Debian: apt-get install wrk). Goals (issue
-#3): /predict >= 0.6 of the /health rate, p99 <= 20 ms at c=8 on 2 cores; 12 MP JPEG <= 40 ms.
+#3, in conf/targets.yaml `api_load`): /predict at least 0.6 of the /health rate and p99 at most 20 ms at
+c=8; a 12 MP JPEG at most 40 ms. Exits 1 when one is missed.
 """
 import argparse
 import io
@@ -24,9 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from benchmarks.live_server import free_port, get_json, start_server, stop_server  # noqa: E402
+from digits.decode import decode
+from testkit import ROOT, targets
+from testkit.server import free_port, get_json, start_server, stop_server
+
 POST_SCRIPT = """
 local f = io.open(os.getenv("BODY"), "rb"); local body = f:read("*a"); f:close()
 wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE")
@@ -100,9 +102,7 @@ def jpeg_end_to_end(url, path, repeats):
 
 
 def draft_lever(path, repeats=5):
-    """In process: ms to decode the JPEG to grayscale in full vs in draft mode (what serve/images.py does)."""
-    from serve.images import decode
-
+    """In process: ms to decode the JPEG to grayscale in full vs in draft mode (what digits/decode.py does)."""
     data = path.read_bytes()
 
     def full():
@@ -130,6 +130,7 @@ def main():
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
+    goal, missed = targets("api_load"), []
     folder = Path(tempfile.mkdtemp(prefix="api-load-"))
     png, jpegs = digit_png(folder), [phone_jpeg(folder, 8.0), phone_jpeg(folder, 3.0)]
     port = free_port()
@@ -159,20 +160,28 @@ def main():
                 rates[route] = rate
                 errors = sum(r[3] for r in results)
                 print(f"{connections:>11} {route:<16} {rate:>8.0f} {p50:>7.2f} {p99:>7.2f} {errors:>6} {cpu_ms:>11.2f}")
+                if connections == 8 and route == "POST /predict" and p99 > goal["p99_ms"]:
+                    missed.append(f"/predict p99 {p99:.1f} ms at 8 connections (target <= {goal['p99_ms']} ms)")
             ratio = rates["POST /predict"] / rates["GET /health"]
-            print(f"{connections:>11} ratio /predict / /health: {ratio:.2f}  (goal >= 0.6)")
+            print(f"{connections:>11} ratio /predict / /health: {ratio:.2f}  (target >= {goal['predict_vs_health']})")
+            if connections == 8 and ratio < goal["predict_vs_health"]:
+                missed.append(f"/predict / /health {ratio:.2f} at 8 connections (target >= {goal['predict_vs_health']})")
         for jpeg in jpegs:
             median, p90, answer = jpeg_end_to_end(base + "/predict", jpeg, args.jpeg_repeats)
             print(f"12 MP phone JPEG ({jpeg.stat().st_size / 1e6:.1f} MB), sequential, end to end: median "
-                  f"{median:.1f} ms, p90 {p90:.1f} ms (goal <= 40 ms); read as {answer['prediction']} "
-                  f"({answer['confidence']:.1%}; the digit is a 7)")
+                  f"{median:.1f} ms, p90 {p90:.1f} ms (target <= {goal['jpeg_12mp_ms']} ms); read as "
+                  f"{answer['prediction']} ({answer['confidence']:.1%}; the digit is a 7)")
+            if median > goal["jpeg_12mp_ms"]:
+                missed.append(f"12 MP JPEG {median:.1f} ms (target <= {goal['jpeg_12mp_ms']} ms)")
             full, draft = draft_lever(jpeg)
             print(f"    in process, decode to grayscale: full size {full:.1f} ms, draft mode {draft:.1f} ms "
                   f"({full / draft:.1f}x)")
     finally:
         stop_server(server)
         shutil.rmtree(folder, ignore_errors=True)
+    print(f"{len(missed)} targets missed (conf/targets.yaml api_load)" + "".join(f"\n  MISS {m}" for m in missed))
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,28 +1,29 @@
 """What one upload at the pixel limit costs (docs/security.md, "Limits"): a page of the given size with a
-block of ink, PNG-encoded (tiny on the wire), through serve.images.decode + normalise in this process.
+block of ink, PNG-encoded (tiny on the wire), through digits.decode + normalise in this process.
 
     python benchmarks/pixel_cost.py [--megapixels 39.6]
     python benchmarks/pixel_cost.py --megapixels 4 --noise 0.05   # salt-and-pepper: the most blobs to label
     python benchmarks/pixel_cost.py --megapixels 4 --noise 0.5 --read   # what /read does with it
 
---read segments the page as /read does (serve.segment.read) with a stand-in classifier: the model's own
+--read segments the page as /read does (digits.segment.read) with a stand-in classifier: the model's own
 share, a few hundred 28x28 at most, is milliseconds.
 
-Prints the PNG's size, the seconds of CPU and the peak resident memory it added.
+Prints the PNG's size, the seconds of CPU and the peak resident memory it added; exits 1 when either is
+over conf/targets.yaml's `pixel_cost`.
 """
 import argparse
 import io
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from serve.images import decode, normalise  # noqa: E402
-from serve.segment import read  # noqa: E402
+from digits.decode import decode
+from digits.normalise import normalise
+from digits.segment import read
+from testkit import targets
 
 
 def main(argv=None):
@@ -52,9 +53,13 @@ def main(argv=None):
         normalise(gray)
     seconds = time.process_time() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    goal, added = targets("pixel_cost"), (peak - before) / 1024
+    ok = seconds <= goal["cpu_s"] and added <= goal["rss_mib"]
     print(f"{width}x{height} = {width * height / 1e6:.1f} MP, PNG {len(data):,} bytes: {seconds:.2f} s CPU, "
-          f"peak RSS +{(peak - before) / 1024:.0f} MiB")
+          f"peak RSS +{added:.0f} MiB; {'PASS' if ok else 'MISS'} (targets: <= {goal['cpu_s']} s, "
+          f"<= +{goal['rss_mib']} MiB)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,528 +1,26 @@
-"""How the served model copes with what people really upload (issue #4), through the API's own path.
+"""The robustness table: how the served champion copes with what people really upload, through the API's
+own path, on uploads drawn from MNIST *test* digits (testkit/uploads.py; nothing here is tuned on them).
 
-    python benchmarks/robustness.py                       # 200 images per condition
+    python benchmarks/robustness.py                        # 200 images per condition, seed 0
+    python benchmarks/robustness.py --n 1000 --seed 0 7 11  # the docs' figure: a table per seed, then pooled
     python benchmarks/robustness.py --n 50 --conditions paper_jpeg png16 number blank
     python benchmarks/robustness.py --n 20 --contact-sheet /tmp/sheet.png
     python benchmarks/robustness.py --n 1000 --misses docs/robustness-misses.png   # the hard cases
-    python benchmarks/robustness.py --n 1000 --seed 0 7     # a table per seed, then each condition at every seed and pooled
 
-Every image is generated deterministically (from --seed) out of MNIST *test* digits: dark ink on paper
-at random sizes and positions, phone photos, transparent canvas drawings, thick and thin pens,
-EXIF-rotated JPEGs, every accepted file format, written numbers, and things that are not digits at all.
-Each is POSTed as raw bytes to /predict (or /read for numbers) of `create_app` with the registered
-champion, so decode -> normalise -> model is exactly what a user gets. The test digits only measure:
-nothing here is tuned on them.
-
-Counting: a digit is right when `prediction` equals its label; a refused upload (HTTP 4xx) or an answer
-with `prediction: null` counts as wrong *and* as rejected. A non-digit counts as rejected when the API
-answers `prediction: null` or refuses it with a 4xx.
+Serves the registered champion (or MODEL_DIR) in process with `create_app`. Exits 1 when a row misses
+its target (conf/targets.yaml `robustness`), judged on all the seeds' images pooled.
 """
 import argparse
-import io
 import sys
 import time
-import zlib
-from collections import Counter, namedtuple
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-# Targets from issue #4.
-DIGIT_TARGET, NUMBER_TARGET, NON_DIGIT_TARGET, DIGIT_REJECTION_LIMIT = 0.99, 0.98, 0.95, 0.01
-
-Row = namedtuple("Row", "condition kind n metric value latency_ms notes")
-
-
-# --- drawing helpers -------------------------------------------------------------------------------
-
-def ink_mask(digit, size, pen=0):
-    """MNIST digit (white on black, uint8 28x28) -> ink coverage float [size, size] in [0, 1].
-
-    pen > 0 thickens, pen < 0 thins the strokes. That is done at 4x resolution: at 28x28 one pixel of
-    erosion wipes out MNIST's 2-3 px strokes, at 112x112 it takes off a quarter of a pixel per step."""
-    big = Image.fromarray(digit).resize((112, 112), Image.BILINEAR)
-    if pen > 0:
-        big = big.filter(ImageFilter.MaxFilter(2 * pen + 1))
-    elif pen < 0:
-        big = big.filter(ImageFilter.MinFilter(-2 * pen + 1))
-    return np.asarray(big.resize((size, size), Image.BILINEAR), np.float32) / 255.0
-
-
-def on_paper(digit, rng, canvas=(100, 1000), share=(0.2, 0.9), pen=0, paper=(255, 255, 255), ink=(0, 0, 0)):
-    """A digit drawn with `ink` on `paper` at a random size and place: uint8 RGB [H, W, 3].
-    `share` is the digit box's size as a share of the canvas's shorter side."""
-    w, h = (int(v) for v in rng.integers(canvas[0], canvas[1] + 1, size=2))
-    size = max(28, int(min(w, h) * rng.uniform(*share)))
-    mask = ink_mask(digit, size, pen)[..., None]
-    page = np.empty((h, w, 3), np.float32)
-    page[:] = paper
-    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-    region = page[top:top + size, left:left + size]
-    region[:] = region * (1 - mask) + np.asarray(ink, np.float32) * mask
-    return np.clip(page, 0, 255).round().astype(np.uint8)
-
-
-def pen_colour(rng):
-    """Mostly black or blue ballpoint, sometimes red or green: all dark next to paper."""
-    colours = [(15, 15, 15), (25, 35, 140), (150, 20, 25), (20, 90, 40)]
-    return colours[rng.choice(len(colours), p=[0.55, 0.3, 0.1, 0.05])]
-
-
-def encode(image, fmt, **options):
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def plain(digit, rng, **kw):
-    """The everyday upload that format conditions start from: pen on white-ish paper, 100-600 px."""
-    paper = tuple(int(v) for v in np.clip(rng.uniform(228, 255) + rng.uniform(-6, 6, size=3), 0, 255))  # off-white
-    return Image.fromarray(on_paper(digit, rng, canvas=(100, 600), paper=paper, ink=pen_colour(rng), **kw))
-
-
-# --- single-digit conditions: f(digit uint8 28x28, rng) -> bytes -------------------------------------
-
-def make_paper_jpeg(digit, rng):
-    """Black ink on white paper, 100-1000 px canvases of any aspect ratio, JPEG quality 60-95."""
-    ink = int(rng.integers(0, 60))
-    page = on_paper(digit, rng, ink=(ink,) * 3)
-    return encode(Image.fromarray(page).convert("L"), "JPEG", quality=int(rng.integers(60, 96)))
-
-
-def make_phone_photo(digit, rng):
-    """A photo of a note: grey paper, uneven light, a colour cast, slight tilt, blur, sensor noise."""
-    paper = float(rng.uniform(140, 215))
-    ink = float(rng.uniform(20, 70))
-    page = on_paper(digit, rng, canvas=(300, 1000), share=(0.25, 0.8), paper=(paper,) * 3, ink=(ink,) * 3)
-    image = Image.fromarray(page).rotate(float(rng.uniform(-8, 8)), Image.BICUBIC, fillcolor=(int(paper),) * 3)
-    image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 2.0))))
-    rgb = np.asarray(image, np.float32)
-    h, w = rgb.shape[:2]
-    # Light falling off across the page in a random direction, by up to +-25%.
-    angle, strength = rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.25)
-    yy, xx = np.mgrid[0:h, 0:w]
-    ramp = (np.cos(angle) * (xx / w - 0.5) + np.sin(angle) * (yy / h - 0.5)) * 2
-    rgb *= (1 + strength * ramp)[..., None]
-    rgb *= rng.uniform(0.85, 1.12, size=3)  # warm indoor light, cool daylight
-    rgb += rng.normal(0, rng.uniform(2, 8), size=rgb.shape)
-    photo = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-    return encode(photo, "JPEG", quality=int(rng.integers(70, 93)))
-
-
-def make_rgba_canvas(digit, rng):
-    """A browser <canvas> drawing: strokes (black, sometimes coloured) on a fully transparent background."""
-    size = int(rng.integers(200, 601))
-    colour = (0, 0, 0) if rng.random() < 0.7 else tuple(int(v) for v in rng.integers(0, 256, size=3))
-    mask = np.zeros((size, size), np.float32)
-    box = int(size * rng.uniform(0.5, 0.95))
-    top, left = (int(v) for v in rng.integers(0, size - box + 1, size=2))
-    mask[top:top + box, left:left + box] = ink_mask(digit, box, pen=int(rng.integers(0, 4)))  # canvas brushes are fat
-    rgba = np.zeros((size, size, 4), np.uint8)
-    rgba[..., :3] = colour  # the colour under alpha 0 is whatever the app left there: black here
-    rgba[..., 3] = (mask * 255).round().astype(np.uint8)
-    return encode(Image.fromarray(rgba, "RGBA"), "PNG")
-
-
-def make_thick_pen(digit, rng):
-    """A marker: strokes 1.5 to 3 px wider than MNIST's at 28x28."""
-    return encode(plain(digit, rng, pen=int(rng.integers(3, 7))), "PNG")
-
-
-def make_thin_pen(digit, rng):
-    """A fine liner: strokes about 1 px narrower than MNIST's at 28x28."""
-    return encode(plain(digit, rng, pen=-int(rng.integers(2, 4))), "PNG")
-
-
-# EXIF Orientation -> the transpose that turns the upright picture into the stored pixels: the inverse of
-# what ImageOps.exif_transpose (and every phone gallery) applies to show it upright.
-STORED_AS = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
-
-
-def make_exif_rotated(digit, rng):
-    """A phone JPEG held sideways: pixels stored rotated, the Orientation tag says how to turn them back."""
-    orientation = int(rng.choice(list(STORED_AS)))
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    stored = plain(digit, rng).transpose(STORED_AS[orientation])
-    return encode(stored, "JPEG", quality=90, exif=exif)
-
-
-def make_png16(digit, rng):
-    """16-bit grayscale PNG (scanners, medical and scientific tools): mode I;16, values 0-65535."""
-    gray = np.asarray(plain(digit, rng).convert("L"), np.float32)
-    return encode(Image.fromarray((gray * 257).round().astype(np.uint16)), "PNG")
-
-
-def make_palette_png(digit, rng):
-    """An indexed-colour PNG, as image optimisers (pngquant, optipng) write them."""
-    return encode(plain(digit, rng).quantize(int(rng.choice([4, 16, 256]))), "PNG")
-
-
-def make_gray_alpha_png(digit, rng):
-    """Grayscale + alpha PNG: either an opaque page or ink on a transparent background."""
-    gray = plain(digit, rng).convert("L")
-    if rng.random() < 0.5:
-        alpha = Image.new("L", gray.size, 255)
-    else:  # ink-only: alpha is the ink, the gray under it black
-        alpha = gray.point(lambda v: 255 - v)
-        gray = Image.new("L", gray.size, 0)
-    return encode(Image.merge("LA", (gray, alpha)), "PNG")
-
-
-def make_rgba_png(digit, rng):
-    """An opaque RGBA PNG (screenshots, most editors' default export)."""
-    return encode(plain(digit, rng).convert("RGBA"), "PNG")
-
-
-def make_cmyk_jpeg(digit, rng):
-    """A CMYK JPEG, as print workflows and some scanners write them (Adobe inverted CMYK)."""
-    return encode(plain(digit, rng).convert("CMYK"), "JPEG", quality=90)
-
-
-def make_progressive_jpeg(digit, rng):
-    return encode(plain(digit, rng), "JPEG", quality=int(rng.integers(70, 96)), progressive=True, optimize=True)
-
-
-def make_gif(digit, rng):
-    return encode(plain(digit, rng).convert("P", palette=Image.Palette.ADAPTIVE, colors=64), "GIF")
-
-
-def make_bmp(digit, rng):
-    return encode(plain(digit, rng), "BMP")
-
-
-def make_tiff(digit, rng):
-    compression = str(rng.choice(["raw", "tiff_lzw", "tiff_adobe_deflate"]))
-    return encode(plain(digit, rng), "TIFF", compression=compression)
-
-
-def make_webp(digit, rng):
-    return encode(plain(digit, rng), "WEBP", quality=int(rng.integers(60, 95)))
-
-
-CONDITIONS = {
-    "paper_jpeg": make_paper_jpeg, "phone_photo": make_phone_photo, "rgba_canvas": make_rgba_canvas,
-    "thick_pen": make_thick_pen, "thin_pen": make_thin_pen, "exif_rotated": make_exif_rotated,
-    "png16": make_png16, "palette_png": make_palette_png, "gray_alpha_png": make_gray_alpha_png,
-    "rgba_png": make_rgba_png, "cmyk_jpeg": make_cmyk_jpeg, "progressive_jpeg": make_progressive_jpeg,
-    "gif": make_gif, "bmp": make_bmp, "tiff": make_tiff, "webp": make_webp,
-}
-
-
-# --- written numbers: f([digit, ...], rng) -> bytes -----------------------------------------------
-
-def make_number(digits, rng, gap=(0.12, 0.7)):
-    """2-6 digits written in a row on paper: one height, uneven gaps (`gap`, a share of the height),
-    slight vertical jitter. The digits never touch; make_touching_number is the hard case."""
-    height = int(rng.integers(40, 161))
-    ink = int(rng.integers(0, 60))
-    pieces = []
-    for digit in digits:
-        rows, cols = np.flatnonzero(digit.max(axis=1) > 40), np.flatnonzero(digit.max(axis=0) > 40)
-        crop = digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # the ink, not MNIST's padding
-        h = int(height * rng.uniform(0.9, 1.1))
-        w = max(2, round(crop.shape[1] * h / crop.shape[0]))
-        pieces.append(np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR), np.float32) / 255)
-    gaps = [int(height * rng.uniform(*gap)) for _ in pieces[1:]]
-    margin = int(height * rng.uniform(0.3, 1.5))
-    width = sum(p.shape[1] for p in pieces) + sum(gaps) + 2 * margin
-    page = np.zeros((int(height * 1.3) + 2 * margin, width), np.float32)  # ink coverage
-    x = margin
-    for i, piece in enumerate(pieces):
-        y = margin + int(rng.integers(0, int(height * 0.3) - (piece.shape[0] - height) + 1))
-        region = page[y:y + piece.shape[0], x:x + piece.shape[1]]
-        np.maximum(region, piece[:region.shape[0], :region.shape[1]], out=region)
-        x += piece.shape[1] + (gaps[i] if i < len(gaps) else 0)
-    paper = float(rng.uniform(225, 255))
-    gray = paper - (paper - ink) * page
-    return encode(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)), "JPEG", quality=90)
-
-
-def make_touching_number(digits, rng):
-    """Digits written close enough to touch or overlap slightly: the segmenter must cut them apart.
-    Reported, not a target (issue #4: "split of touching digits where you can")."""
-    return make_number(digits, rng, gap=(-0.12, 0.0))
-
-
-# --- non-digits: f(rng) -> bytes -----------------------------------------------------------------
-
-def canvas(rng, low=100, high=800):
-    w, h = (int(v) for v in rng.integers(low, high + 1, size=2))
-    paper = np.clip(rng.uniform(215, 255) + rng.uniform(-8, 8, size=3), 0, 255)
-    return Image.new("RGB", (w, h), tuple(int(v) for v in paper))
-
-
-def make_blank(rng):
-    """Empty paper: white, tinted, softly shaded or noisy; sometimes a fully transparent canvas."""
-    if rng.random() < 0.15:
-        return encode(Image.new("RGBA", tuple(int(v) for v in rng.integers(100, 600, size=2)), (0, 0, 0, 0)), "PNG")
-    page = np.asarray(canvas(rng), np.float32)
-    h, w = page.shape[:2]
-    page *= (1 - rng.uniform(0, 0.2) * np.linspace(0, 1, w))[None, :, None]
-    page += rng.normal(0, rng.uniform(0, 5), size=page.shape)
-    return encode(Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)), "JPEG", quality=85)
-
-
-def make_noise(rng):
-    """Pure noise: salt-and-pepper, gaussian or coarse blocks."""
-    w, h = (int(v) for v in rng.integers(64, 600, size=2))
-    kind = rng.integers(3)
-    if kind == 0:
-        pixels = np.where(rng.random((h, w)) < rng.uniform(0.02, 0.3), 0, 255)
-    elif kind == 1:
-        pixels = rng.normal(128, rng.uniform(20, 80), size=(h, w, 3))
-    else:
-        block = int(rng.integers(4, 40))
-        pixels = np.kron(rng.integers(0, 256, size=(h // block + 1, w // block + 1)), np.ones((block, block)))[:h, :w]
-    return encode(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), "PNG")
-
-
-# Letters and symbols people might draw or photograph by mistake. Left out: shapes that *are* digits in
-# many hands (O o I l i S s Z z G g q b).
-GLYPHS = "ABCEFHKMNPRTUVWXYaehkmnrtuvwxy#?&@%$*+=!"
-
-
-def make_letters(rng):
-    """One to three letters or symbols in Pillow's bundled font, dark on paper, like a digit upload."""
-    image = canvas(rng)
-    text = "".join(rng.choice(list(GLYPHS), size=int(rng.choice([1, 1, 1, 2, 3]))))
-    size = int(min(image.size) * rng.uniform(0.3, 0.7))
-    font = ImageFont.load_default(size=size)
-    ImageDraw.Draw(image).text((image.width / 2, image.height / 2), text, font=font, fill=pen_colour(rng),
-                               anchor="mm")
-    return encode(image, "JPEG", quality=90)
-
-
-def make_shapes(rng):
-    """Circles, rectangles, triangles, outlined or filled, one to four of them. A lone outlined circle
-    is how many people write a zero, so a lone circle is always filled."""
-    image = canvas(rng)
-    draw = ImageDraw.Draw(image)
-    w, h = image.size
-    count = int(rng.integers(1, 5))
-    for _ in range(count):
-        cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
-        r = rng.uniform(0.1, 0.35) * min(w, h)
-        fill = pen_colour(rng) if rng.random() < 0.4 else None
-        kw = {"fill": fill, "outline": pen_colour(rng), "width": max(2, int(r * rng.uniform(0.05, 0.2)))}
-        shape = rng.integers(3)
-        if shape == 0:
-            if count == 1:
-                kw["fill"] = kw["outline"]
-            draw.ellipse([cx - r, cy - r * rng.uniform(0.6, 1), cx + r, cy + r], **kw)
-        elif shape == 1:
-            draw.rectangle([cx - r, cy - r * rng.uniform(0.4, 1), cx + r, cy + r], **kw)
-        else:
-            draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)], **kw)
-    return encode(image, "PNG")
-
-
-def make_texture(rng):
-    """Photos of things that are not writing: stripes, a checkerboard, blobs of colour and shade."""
-    w, h = (int(v) for v in rng.integers(100, 700, size=2))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    kind = rng.integers(3)
-    if kind == 0:  # fabric, blinds
-        angle, period = rng.uniform(0, np.pi), rng.uniform(6, 60)
-        value = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
-    elif kind == 1:  # tiles, a chessboard
-        cell = rng.uniform(8, 80)
-        value = ((xx // cell + yy // cell) % 2).astype(np.float32)
-    else:  # a few soft objects under uneven light
-        value = np.zeros((h, w), np.float32)
-        for _ in range(int(rng.integers(2, 7))):
-            cy, cx, s = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.05, 0.3) * max(w, h)
-            value += rng.uniform(-1, 1) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
-        value = (value - value.min()) / max(float(np.ptp(value)), 1e-6)
-    colour_a, colour_b = rng.integers(0, 256, size=(2, 3)).astype(np.float32)
-    rgb = colour_a + (colour_b - colour_a) * value[..., None] + rng.normal(0, 4, size=(h, w, 3))
-    image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1))
-    return encode(image, "JPEG", quality=85)
-
-
-NON_DIGITS = {"blank": make_blank, "noise": make_noise, "letters": make_letters, "shapes": make_shapes,
-              "texture": make_texture}
-NUMBERS = {"number": make_number, "number_touching": make_touching_number}
-NUMBER = "number"
-ALL = [*CONDITIONS, *NUMBERS, *NON_DIGITS]
-
-
-# --- measuring -----------------------------------------------------------------------------------
-
-def generate(name, n, seed, x, y):
-    """[(bytes, label)] for one condition. Each condition has its own random stream (seed, name), so
-    running a subset gives the same images as running all of them."""
-    if name in NUMBERS:
-        return [(page, "".join(str(int(v)) for v in y[picks])) for picks, page in numbers(name, n, seed, x)]
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    if name in NON_DIGITS:
-        return [(NON_DIGITS[name](rng), None) for _ in range(n)]
-    picks = rng.choice(len(x), size=n, replace=n > len(x))
-    return [(CONDITIONS[name](x[i], rng), int(y[i])) for i in picks]
-
-
-def numbers(name, n, seed, x):
-    """(indices of its digits in x, page bytes) for each of n written numbers of a NUMBERS condition:
-    generate's pages, with the digits kept by index (benchmarks/number_misses.py looks each one up)."""
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    for _ in range(n):
-        picks = rng.choice(len(x), size=int(rng.integers(2, 7)))
-        yield picks, NUMBERS[name](list(x[picks]), rng)
-
-
-def post(client, path, data):
-    started = time.perf_counter()
-    response = client.post(path, data=data, content_type="application/octet-stream")
-    return response, (time.perf_counter() - started) * 1000
-
-
-def measure(client, name, samples, misses=None):
-    """One table row, plus how many real digits were rejected (for the <1% target). With a list for
-    `misses`, appends (condition, upload bytes, label, what the API answered) for each one it got wrong."""
-    hits = rejected = 0
-    errors, latencies = Counter(), []
-    for data, label in samples:
-        response, ms = post(client, "/read" if name in NUMBERS else "/predict", data)
-        latencies.append(ms)
-        body = response.get_json(silent=True) or {}
-        if response.status_code != 200:
-            errors[body.get("error", {}).get("code", str(response.status_code))] += 1
-            answer, no_answer = f"refused {response.status_code}", True
-        else:
-            answer = body["number"] if name in NUMBERS else body.get("prediction")
-            no_answer = answer is None
-        rejected += no_answer
-        right = no_answer if name in NON_DIGITS else answer == label
-        hits += right  # (a non-digit's row counts `rejected`)
-        if misses is not None and not right:
-            if answer is None:
-                answer = "rejected"
-            elif "confidence" in body:  # /predict's answer; /read's number has one per digit
-                answer = f"{answer} ({body['confidence']:.2f})"
-            misses.append((name, data, label, answer))
-    n = len(samples)
-    notes = ", ".join(f"{code}: {count}" for code, count in errors.most_common())
-    latency = float(np.mean(latencies)) if latencies else 0.0
-    if name in NON_DIGITS:
-        return Row(name, "non-digit", n, "rejected", rejected / n, latency, notes), 0
-    kind = "digit" if name in CONDITIONS else "number" if name == NUMBER else "reported"
-    metric = "accuracy" if name in CONDITIONS else "exact"
-    return Row(name, kind, n, metric, hits / n, latency, notes), rejected
-
-
-def evaluate(client, n_per_condition=200, seed=0, names=None, x=None, y=None, misses=None):
-    """Rows (condition, kind, n, metric, value, latency_ms, notes) for each condition, then two summary
-    rows: all non-digits rejected, and real digits rejected (single digits and numbers' uploads; the
-    touching numbers are reported apart). `misses`: see `measure`."""
-    if x is None:
-        test = np.load(Path(__file__).resolve().parent.parent / "data/prepared/test.npz")
-        x, y = test["x"], test["y"]
-    rows, digit_rejections, digit_count = [], 0, 0
-    for name in names or ALL:
-        row, rejected = measure(client, name, generate(name, n_per_condition, seed, x, y), misses)
-        rows.append(row)
-        if row.kind in ("digit", "number"):
-            digit_rejections, digit_count = digit_rejections + rejected, digit_count + row.n
-    non = [r for r in rows if r.kind == "non-digit"]
-    if non:
-        total = sum(r.n for r in non)
-        rows.append(Row("ALL non-digits", "summary", total, "rejected",
-                        sum(r.value * r.n for r in non) / total, 0.0, ""))
-    if digit_count:
-        rows.append(Row("ALL real digits", "summary", digit_count, "rejected", digit_rejections / digit_count, 0.0, ""))
-    return rows
-
-
-def verdict(row):
-    """PASS/MISS against issue #4's target for this row."""
-    if row.kind == "reported":
-        return "(reported)", ""
-    if row.kind == "digit":
-        ok, target = row.value >= DIGIT_TARGET, f">= {DIGIT_TARGET:.0%}"
-    elif row.kind == "number":
-        ok, target = row.value >= NUMBER_TARGET, f">= {NUMBER_TARGET:.0%}"
-    elif row.kind == "non-digit" or row.condition == "ALL non-digits":
-        ok, target = row.value >= NON_DIGIT_TARGET, f">= {NON_DIGIT_TARGET:.0%}"
-    else:
-        ok, target = row.value < DIGIT_REJECTION_LIMIT, f"< {DIGIT_REJECTION_LIMIT:.0%}"
-    return target, "PASS" if ok else "MISS"
-
-
-def table(rows):
-    lines = ["| condition | n | metric | value | target | | mean ms | refused (4xx) |",
-             "|---|---:|---|---:|---|---|---:|---|"]
-    for r in rows:
-        target, mark = verdict(r)
-        ms = f"{r.latency_ms:.1f}" if r.kind != "summary" else ""
-        lines.append(f"| {r.condition} | {r.n} | {r.metric} | {r.value:.1%} | {target} | {mark} | {ms} | {r.notes} |")
-    return "\n".join(lines)
-
-
-def seeds_table(rows_by_seed):
-    """{seed: rows} -> one line per condition with its value at each seed and over all of them (pooled:
-    the best estimate); PASS only if every seed passes. A row can pass at one seed of 1,000 images and
-    miss at the next: a target is met when it holds at all."""
-    seeds = list(rows_by_seed)
-    lines = ["| condition | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled | target | at every seed |",
-             "|---|---|" + "---:|" * (len(seeds) + 1) + "---|---|"]
-    for same in zip(*rows_by_seed.values()):
-        marks = [verdict(r)[1] for r in same]
-        mark = "" if not marks[0] else "PASS" if all(m == "PASS" for m in marks) else "MISS"
-        pooled = sum(r.value * r.n for r in same) / sum(r.n for r in same)
-        lines.append(f"| {same[0].condition} | {same[0].metric} | " + " | ".join(f"{r.value:.1%}" for r in same)
-                     + f" | {pooled:.2%} | {verdict(same[0])[0]} | {mark} |")
-    return "\n".join(lines)
-
-
-def contact_sheet(path, seed, x, y, per_condition=4, thumb=120):
-    """A PNG grid: one row per condition, the first few generated images as the user would see them."""
-    sheet = Image.new("RGB", (120 + per_condition * (thumb + 4), len(ALL) * (thumb + 4)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for row, name in enumerate(ALL):
-        draw.text((4, row * (thumb + 4) + thumb // 2), name, fill="black")
-        for col, (data, label) in enumerate(generate(name, per_condition, seed, x, y)):
-            image = Image.open(io.BytesIO(data))
-            image = as_seen(image)
-            image.thumbnail((thumb, thumb))
-            sheet.paste(image, (120 + col * (thumb + 4), row * (thumb + 4)))
-    sheet.save(path)
-
-
-def misses_sheet(path, misses, per_condition=8, per_row=8, thumb=120):
-    """A PNG grid of what the champion got wrong: the first few misses of each condition, each upload as
-    a viewer shows it, captioned "condition / label -> answer"."""
-    shown, count = [], Counter()
-    for miss in misses:
-        count[miss[0]] += 1
-        if count[miss[0]] <= per_condition:
-            shown.append(miss)
-    rows = max(1, -(-len(shown) // per_row))
-    sheet = Image.new("RGB", (per_row * (thumb + 4), rows * (thumb + 30)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, (name, data, label, answer) in enumerate(shown):
-        image = as_seen(Image.open(io.BytesIO(data)))
-        image.thumbnail((thumb, thumb))
-        left, top = (k % per_row) * (thumb + 4), (k // per_row) * (thumb + 30)
-        sheet.paste(image, (left, top))
-        draw.text((left + 2, top + thumb + 2), name, fill="black")
-        draw.text((left + 2, top + thumb + 15), f"{'-' if label is None else label} -> {answer}", fill="red")
-    sheet.save(path)
-    return len(shown)
-
-
-def as_seen(image):
-    """RGB as an image viewer shows it: EXIF applied, transparency over a pale green backdrop, 16-bit
-    scaled down (not clipped, which is what Pillow's convert does)."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (200, 220, 200, 255)), rgba).convert("RGB")
-    if image.mode.startswith("I"):
-        return Image.fromarray((np.asarray(image, np.float32) / 257).astype(np.uint8)).convert("RGB")
-    return image.convert("RGB")
+from serve import create_app
+from serve.config import Settings
+from serve.model import load_champion
+from testkit import ROOT, robustness as rb
+from testkit.uploads import ALL
 
 
 def main():
@@ -533,32 +31,34 @@ def main():
     parser.add_argument("--conditions", nargs="+", choices=ALL, metavar="NAME", help=f"a subset of: {' '.join(ALL)}")
     parser.add_argument("--contact-sheet", metavar="PATH", help="also write a PNG grid of generated images")
     parser.add_argument("--misses", metavar="PATH", help="also write a PNG grid of the champion's misses (hard cases)")
+    parser.add_argument("--digits", metavar="NPZ", default=ROOT / "data/prepared/test.npz",
+                        help="the digits to draw from (x, y): the prepared MNIST test split by default")
     args = parser.parse_args()
-
-    from serve import create_app
-    from serve.config import Settings
-    from serve.model import load_champion
 
     champion = load_champion()
     client = create_app(champion, Settings(model_poll_seconds=0)).test_client()
-    test = np.load(Path(__file__).resolve().parent.parent / "data/prepared/test.npz")
+    test = np.load(args.digits)
     if args.contact_sheet:
-        contact_sheet(args.contact_sheet, args.seed[0], test["x"], test["y"])
+        rb.contact_sheet(args.contact_sheet, args.seed[0], test["x"], test["y"])
         print(f"wrote {args.contact_sheet}")
-    misses = [] if args.misses else None
+    wrong = [] if args.misses else None
     rows_by_seed = {}
     for seed in args.seed:
         started = time.perf_counter()
-        rows_by_seed[seed] = evaluate(client, args.n, seed, args.conditions, test["x"], test["y"],
-                                      misses if seed == args.seed[0] else None)
+        rows_by_seed[seed] = rb.evaluate(client, test["x"], test["y"], args.n, seed, args.conditions,
+                                         wrong if seed == args.seed[0] else None)
         print(f"champion {champion.label}, seed {seed}, MNIST test digits, {time.perf_counter() - started:.0f} s\n")
-        print(table(rows_by_seed[seed]) + "\n", flush=True)
+        print(rb.table(rows_by_seed[seed]) + "\n", flush=True)
     if len(args.seed) > 1:
-        print(seeds_table(rows_by_seed))
+        print(rb.seeds_table(rows_by_seed) + "\n")
     if args.misses:
-        shown = misses_sheet(args.misses, misses)
-        print(f"\nwrote {args.misses}: {shown} of {len(misses)} misses (at most 8 per condition)")
+        shown = rb.misses_sheet(args.misses, wrong)
+        print(f"wrote {args.misses}: {shown} of {len(wrong)} misses (at most 8 per condition)")
+    missed = rb.misses(rb.pooled(rows_by_seed))
+    print(f"{len(missed)} rows miss their target (conf/targets.yaml, pooled over seeds {' '.join(map(str, args.seed))})"
+          + "".join(f"\n  MISS {r.condition}: {r.value:.2%}" for r in missed))
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,7 +6,7 @@ Serves MODEL_DIR (a bundle, what the container runs) or the registered champion,
 port, then runs every schemathesis check but positive_data_acceptance (schemathesis.toml and
 docs/security.md say why) through all its phases: the document's examples, the coverage phase (boundary
 and schema-violating values) and random fuzzing, --examples cases per operation. It fails on any
-schemathesis failure and on any traceback in the server's log. tests/test_schema.py runs this at
+schemathesis failure and on any traceback in the server's log. tests/service/test_schema.py runs this at
 --examples 10; docs/security.md records the full-size run.
 """
 import argparse
@@ -16,27 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from benchmarks.live_server import free_port  # noqa: E402
+from testkit import ROOT
+from testkit.server import free_port, server_env, wait_until_ready
 
 CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
-
-
-def wait_until_ready(base, server, log, seconds=90):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if server.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(base + "/ready", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    sys.exit(f"schema_fuzz: the server never became ready:\n{log.read_text()[-4000:]}")
 
 
 def main(argv=None):
@@ -51,15 +36,14 @@ def main(argv=None):
         if not os.environ.get("MODEL_DIR"):  # the registered champion, bundled the way a container carries it
             subprocess.run([sys.executable, "-m", "serve", "bundle", str(scratch / "bundle")], cwd=ROOT, check=True)
         port, log = free_port(), scratch / "server.log"
-        env = {**os.environ, "MODEL_DIR": os.environ.get("MODEL_DIR") or str(scratch / "bundle"),
-               "WORKERS": args.workers, "THREADS": "2", "MODEL_POLL_SECONDS": "0", "PYTHONPATH": str(ROOT)}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env = server_env(os.environ.get("MODEL_DIR") or scratch / "bundle", WORKERS=args.workers, THREADS="2",
+                         MODEL_POLL_SECONDS="0")
         base = f"http://127.0.0.1:{port}"
         with open(log, "w") as out:
             server = subprocess.Popen([sys.executable, "-m", "serve", "--port", str(port)], cwd=ROOT, env=env,
                                       stdout=out, stderr=subprocess.STDOUT)
         try:
-            wait_until_ready(base, server, log)
+            wait_until_ready(base, 90, log, server)
             started = time.perf_counter()
             # cwd=scratch: schemathesis keeps a crash cache in ./.schemathesis; --seed makes a run repeatable.
             fuzz = subprocess.run(

@@ -8,8 +8,9 @@
 Trains conf/model/<recipe>.yaml exactly as `train@<variant>` does (same data, drawn uploads and
 non-digits included for the recipes that learn from them; best epoch by validation accuracy) once per
 seed, and scores that epoch's weights on the test digits (the best of the ten digit classes, as
-`evaluate` scores them). Prints one line per seed as it finishes, then the mean and spread. With
---onnx-dir it also exports each model, for benchmarks/member_spread.py to read uploads with. Needs
+`evaluate` scores them). Prints one line per seed as it finishes, then the mean and spread, and exits 1
+when the mean is under the recipe's target (conf/targets.yaml `seed_accuracy`). With
+--onnx-dir it also exports each model (to serve it, or compare it on uploads). Needs
 data/prepared (`dvc repro preprocess`), and data/drawn for `reject`/`uploads` recipes.
 """
 import argparse
@@ -20,11 +21,12 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from digits.contract import to_input  # noqa: E402
 from pipeline.params import model_config  # noqa: E402
 from pipeline.preprocess import load_split  # noqa: E402
-from pipeline.train import export_onnx, fit, to_input, training_data  # noqa: E402
+from pipeline.train import export_onnx, fit, training_data  # noqa: E402
+from testkit import targets  # noqa: E402
 
 
 def main():
@@ -62,8 +64,13 @@ def main():
               f"({round((1 - test_accuracy) * len(y_test))} errors), {time.perf_counter() - started:.0f} s", flush=True)
 
     spread = statistics.stdev(results) if len(results) > 1 else 0.0
-    print(f"{args.recipe}: test accuracy mean {statistics.mean(results):.2%} ± {spread:.2%} over {len(results)} seeds")
+    mean, target = statistics.mean(results), targets("seed_accuracy").get(args.recipe)
+    verdict = "no target" if target is None else "PASS" if mean >= target else "MISS"
+    print(f"{args.recipe}: test accuracy mean {mean:.2%} ± {spread:.2%} over {len(results)} seeds; {verdict}"
+          + (f" (target >= {target:.2%}, conf/targets.yaml seed_accuracy)" if target is not None else
+             " in conf/targets.yaml seed_accuracy: add one"))
+    return 0 if verdict == "PASS" else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

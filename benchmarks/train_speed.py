@@ -7,25 +7,26 @@
 Both recipes come from conf/model/ (fast.yaml, and cnn.yaml = keras.io's "Simple MNIST convnet":
 conv32-pool-conv64-pool-dropout-dense10, Adam, batch 128), train on the same prepared 55,000 digits
 in the same process, and are scored on the full 10,000-digit test set every --check-every steps.
-The clock counts training only: it stops while the test set is scored. Needs `dvc repro preprocess`
-(or `make repro`) to have produced data/prepared.
+The clock counts training only: it stops while the test set is scored. Exits 1 unless ours reaches
+the accuracy and is at least conf/targets.yaml's `train_speed.speed_up` times faster. Needs
+`dvc repro preprocess` (or `make repro`) to have produced data/prepared.
 """
 import argparse
 import math
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import keras  # noqa: E402
 
+from digits.contract import to_input  # noqa: E402
 from pipeline.models import build  # noqa: E402
 from pipeline.params import model_config  # noqa: E402
 from pipeline.preprocess import load_split  # noqa: E402
-from pipeline.train import dataset, optimizer, to_input  # noqa: E402
+from pipeline.train import dataset, optimizer  # noqa: E402
+from testkit import targets  # noqa: E402
 
 
 class StopAtTarget(keras.callbacks.Callback):
@@ -65,7 +66,8 @@ def time_to_target(recipe, variant, train, x_test, y_test, target, every, seed, 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", type=float, default=0.99)
+    goal = targets("train_speed")
+    parser.add_argument("--target", type=float, default=goal["accuracy"])
     parser.add_argument("--check-every", type=int, default=50, help="training steps between test-set scores")
     parser.add_argument("--max-epochs", type=int, default=15, help="keras.io recipe's budget (its own epochs)")
     parser.add_argument("--seed", type=int, default=42)
@@ -85,8 +87,10 @@ def main():
                               args.seed, args.max_epochs)
     fast = time_to_target("fast", ours, train, x_test, y_test, args.target, args.check_every, args.seed,
                           ours["train"]["epochs"])
-    print(f"speed-up: {baseline / fast:.2f}x (keras.io {baseline:.1f} s / fast {fast:.1f} s)")
-    return 0 if math.isfinite(fast) else 1
+    ok = math.isfinite(fast) and baseline / fast >= goal["speed_up"]
+    print(f"speed-up: {baseline / fast:.2f}x (keras.io {baseline:.1f} s / fast {fast:.1f} s); "
+          f"{'PASS' if ok else 'MISS'} (target >= {goal['speed_up']}x, conf/targets.yaml train_speed)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

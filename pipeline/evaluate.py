@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from digits.contract import digit_confidence, to_input, with_temperature  # the server applies T with it too
 from pipeline import negatives, tracking
 from pipeline.params import load
 from pipeline.preprocess import load_split
-from serve.model import with_temperature  # the server applies T with the same function
 
 
 def onnx_session(path, threads=0):
@@ -37,7 +37,7 @@ def onnx_session(path, threads=0):
 
 def predict(session, x_uint8, batch=1000):
     name = session.get_inputs()[0].name
-    x = (x_uint8.astype(np.float32) / 255.0)[..., None]
+    x = to_input(x_uint8)
     return np.concatenate([session.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
 
 
@@ -167,11 +167,6 @@ def figures(out_dir, matrix, history_csv, calibration_before, calibration_after,
     plt.close(fig)
 
 
-def digit_confidence(probs):
-    """The probability of the best digit: what the server reports, and what rejection thresholds."""
-    return probs[:, :10].max(axis=1)
-
-
 def evaluate(model_path, val, test, cfg, val_negatives):
     """All the numbers for one model file; returns (metrics dict, details for figures and files)."""
     session = onnx_session(model_path)
@@ -187,7 +182,7 @@ def evaluate(model_path, val, test, cfg, val_negatives):
     p_test, p_test_cal = p_test[:, :10], p_test_cal[:, :10]  # from here on: which digit, and how sure
     predicted = p_test.argmax(axis=1)
     matrix = confusion_matrix(y_test, predicted)
-    median_ms, p99_ms = latency_ms(model_path, (x_test[:1].astype(np.float32) / 255.0)[..., None], cfg["latency_repeats"])
+    median_ms, p99_ms = latency_ms(model_path, to_input(x_test[:1]), cfg["latency_repeats"])
     metrics = {
         "val_accuracy": float((p_val.argmax(axis=1) == y_val).mean()),
         "test_accuracy": float((predicted == y_test).mean()),

@@ -5,27 +5,26 @@
 A model that only ever saw digits calls a letter, a doodle or a photo of a shirt "7, 99% sure". The
 variants with `reject: true` learn an eleventh class, "not a digit", from these. Each example is drawn
 as a whole upload (a page with letters, a scribble, shapes, a texture) and then goes through
-serve.images.normalise, the exact code that turns a real upload into the model's 28x28: the model
-learns what the server will actually show it. Writes data/drawn/negatives/{train,val}.npy (uint8
+digits.normalise, the exact code that turns a real upload into the model's 28x28: the model learns
+what the server will actually show it. The mix (page sizes, paper and ink, glyph sizes, shares) is
+conf/negatives/default.yaml's, in params.yaml. Writes data/drawn/negatives/{train,val}.npy (uint8
 [N, 28, 28], white on black like MNIST) and {train,val}_kind.npy (which generator made each).
-Plain .npy, not .npz: the bytes depend only on the content, so when serve/images.py changes without
-changing what normalise() outputs, the rerun writes identical files and DVC retrains nothing.
+Plain .npy, not .npz: the bytes depend only on the content, so when digits/ changes without changing
+what normalise() outputs, the rerun writes identical files and DVC retrains nothing.
 
-Fonts are matplotlib's bundled DejaVu, STIX and Computer Modern; benchmarks/robustness.py draws its
-letters in Pillow's own font, which training never sees.
+Fonts are matplotlib's bundled DejaVu, STIX and Computer Modern; the robustness suite
+(testkit/uploads.py) draws its letters in Pillow's own font, which training never sees.
 """
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from digits.ink import components
+from digits.normalise import normalise
 from pipeline.params import load
-from serve.images import normalise
-from serve.segment import components
 
 OUT_DIR = Path("data/drawn/negatives")
-# Letters and symbols only: glyphs that are digits in many hands (O o D I l i | S s Z z G g q b B) are out.
-GLYPHS = "ACEFHJKLMNPRTUVWXYacefhjkmnprtuvwxy#?&@%*+=!<>{}[]~^$£€¥§πΣΩλ✓✗★♥"
 
 
 def fonts():
@@ -36,22 +35,24 @@ def fonts():
                   if p.name.startswith(("DejaVu", "STIXGeneral", "cmr", "cmss", "cmti", "cmb")))
 
 
-def page(rng, low=64, high=320):
-    """A blank page: a paper level in [0, 1] (usually light) with its size."""
+def page(rng, cfg):
+    """A blank page of the configured size and paper level (0-255), and the ink's level on it."""
+    low, high = cfg["page_px"]
     w, h = (int(v) for v in rng.integers(low, high + 1, size=2))
-    return Image.new("L", (w, h), int(rng.uniform(200, 255))), int(rng.uniform(0, 90))
+    return Image.new("L", (w, h), int(rng.uniform(*cfg["paper"]))), int(rng.uniform(*cfg["ink"]))
 
 
-def glyphs(rng, font_files):
+def glyphs(rng, cfg, font_files):
     """One to three letters or symbols in a random font, size, weight and tilt."""
-    image, ink = page(rng)
-    text = "".join(rng.choice(list(GLYPHS), size=int(rng.choice([1, 1, 1, 2, 3]))))
-    font = ImageFont.truetype(str(rng.choice(font_files)), size=int(min(image.size) * rng.uniform(0.35, 0.8)))
+    image, ink = page(rng, cfg)
+    g = cfg["glyphs"]
+    text = "".join(rng.choice(list(g["alphabet"]), size=int(rng.choice(g["count"]))))
+    font = ImageFont.truetype(str(rng.choice(font_files)), size=int(min(image.size) * rng.uniform(*g["size"])))
     layer = Image.new("L", image.size, 0)
     ImageDraw.Draw(layer).text((image.width / 2, image.height / 2), text, font=font, fill=255, anchor="mm",
-                               stroke_width=int(rng.integers(0, 4)), stroke_fill=255)
-    layer = layer.rotate(float(rng.uniform(-20, 20)), Image.BILINEAR)
-    layer = squeezed(layer, float(rng.uniform(0.6, 1.3)))  # condensed and wide faces: more than three families
+                               stroke_width=int(rng.integers(g["stroke_px"][0], g["stroke_px"][1] + 1)), stroke_fill=255)
+    layer = layer.rotate(float(rng.uniform(-g["rotation_deg"], g["rotation_deg"])), Image.BILINEAR)
+    layer = squeezed(layer, float(rng.uniform(*g["squeeze"])))  # condensed and wide faces: more than three families
     return Image.composite(Image.new("L", image.size, ink), image, layer)
 
 
@@ -64,12 +65,12 @@ def squeezed(layer, factor):
     return out
 
 
-def scribble(rng, *_):
+def scribble(rng, cfg, _):
     """A doodle: a smooth random curve with many turns, a zigzag, a spiral or a cross-hatch."""
-    image, ink = page(rng)
+    image, ink = page(rng, cfg)
     w, h = image.size
     draw = ImageDraw.Draw(image)
-    width = max(2, int(min(w, h) * rng.uniform(0.02, 0.1)))
+    width = max(2, int(min(w, h) * rng.uniform(*cfg["scribble"]["width"])))
     kind = rng.integers(4)
     if kind == 0:  # random walk, smoothed: many turns, not a single stroke that could be a 1 or a 7
         points = np.cumsum(rng.normal(0, 0.25, size=(int(rng.integers(6, 16)), 2)), axis=0)
@@ -94,15 +95,16 @@ def scribble(rng, *_):
     return image
 
 
-def shapes(rng, *_):
+def shapes(rng, cfg, _):
     """Filled or outlined shapes, one to five. A lone outlined ellipse is a zero, so ellipses are filled
     or come with company."""
-    image, ink = page(rng)
+    image, ink = page(rng, cfg)
     draw = ImageDraw.Draw(image)
     w, h = image.size
-    count = int(rng.integers(1, 6))
+    count = int(rng.integers(cfg["shapes"]["count"][0], cfg["shapes"]["count"][1] + 1))
     for _ in range(count):
-        cx, cy, r = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h, rng.uniform(0.1, 0.4) * min(w, h)
+        cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+        r = rng.uniform(*cfg["shapes"]["radius"]) * min(w, h)
         filled = rng.random() < 0.5
         kw = {"fill": ink if filled else None, "outline": ink, "width": max(2, int(r * rng.uniform(0.08, 0.3)))}
         kind = rng.integers(5)
@@ -121,13 +123,15 @@ def shapes(rng, *_):
     return image
 
 
-def texture(rng, *_):
+def texture(rng, cfg, _):
     """What a camera sees when it is not pointed at writing: noise, fabric, tiles, blobs of light."""
     # Sometimes a long strip, either way up: the normaliser squeezes a narrow photo of noise into a bar.
     # One that comes out as solid as a marker stroke is a "1" and is left out (looks_like_a_one); a dim,
     # grainy bar is not, and without strips the model called those "1" (benchmark noise, seed 5, ad hoc).
-    w = int(rng.integers(48, 300))
-    h = max(8, int(w * (rng.uniform(0.6, 1.6) if rng.random() < 0.7 else rng.uniform(3, 10) ** rng.choice([-1, 1]))))
+    t = cfg["texture"]
+    w = int(rng.integers(t["width_px"][0], t["width_px"][1] + 1))
+    aspect = rng.uniform(*t["aspect"]) if rng.random() < t["aspect_share"] else rng.uniform(*t["strip"]) ** rng.choice([-1, 1])
+    h = max(8, int(w * aspect))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     kind = rng.integers(6)
     if kind == 0:
@@ -158,31 +162,19 @@ GENERATORS = {"glyphs": glyphs, "scribble": scribble, "shapes": shapes, "texture
 
 
 # A long, near-upright mark is a 1 in someone's hand, whatever drew it: a bracket, a "J", a bar, one
-# stripe of a texture. Taught as "not a digit", such marks made the model reject real 1s: the lone
-# 1s of written numbers went missing (3 of the 26 misread validation numbers) and thin-pen 1s were
-# called non-digits. Elongation (the ratio of the ink's principal axes) over 3.5 with the long axis
-# within 40 degrees of vertical holds 92% of MNIST's validation 1s and 0.5% of its other digits; such
-# negatives are left out.
-ONE_ELONGATION, ONE_TILT_DEG = 3.5, 40
-# Two kinds of long upright mark are no 1 and stay in, so the model learns what a 1 is not:
-# - a dim one: a pen's 1, normalised, peaks at 0.75 or more in 99% of the training uploads and at 0.8 or
-#   more in every upload-like validation 1 that benchmarks/robustness.py draws; a narrow photo of noise
-#   squeezed into a bar peaks lower in about half the cases;
-# - one with a dot past its end, in line with it (a "!"): 0.08% of MNIST's training 1s have such a piece.
-ONE_MIN_PEAK = 0.5
-DOT_SHARE, DOT_HEIGHT = 0.04, 1 / 3  # a piece with this share of the mark's ink, this short against it
-
-
-def looks_like_a_one(image28):
+# stripe of a texture. Taught as "not a digit", such marks made the model reject real 1s, so they are
+# left out of the non-digits. `one` is params.yaml's negatives.one (conf/negatives/default.yaml says
+# which marks and why).
+def looks_like_a_one(image28, one):
     """A 28x28 (uint8 0-255 or float 0-1, white ink on black) whose ink is one long, near-vertical,
     pen-bright mark with no dot past its end."""
     image = np.asarray(image28)
     ink = image.astype(np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
-    return bool(ink.max() >= ONE_MIN_PEAK and long_and_upright(ink) and not has_a_dot(ink))
+    return bool(ink.max() >= one["min_peak"] and long_and_upright(ink, one) and not has_a_dot(ink, one))
 
 
-def long_and_upright(ink):
-    """Whether the ink's principal axes are over ONE_ELONGATION apart, the long one near vertical."""
+def long_and_upright(ink, one):
+    """Whether the ink's principal axes are over `elongation` apart, the long one near vertical."""
     mass = ink.sum()
     if not mass:
         return False
@@ -192,31 +184,32 @@ def long_and_upright(ink):
     half_spread = np.hypot((syy - sxx) / 2, sxy)
     major, minor = (syy + sxx) / 2 + half_spread, max((syy + sxx) / 2 - half_spread, 1e-9)
     tilt = np.degrees(0.5 * abs(np.arctan2(2 * sxy, syy - sxx)))  # the long axis's angle from vertical
-    return bool(np.sqrt(major / minor) > ONE_ELONGATION and tilt < ONE_TILT_DEG)
+    return bool(np.sqrt(major / minor) > one["elongation"] and tilt < one["tilt_deg"])
 
 
-def has_a_dot(ink):
+def has_a_dot(ink, one):
     """Whether a short piece of ink lies past one end of the largest, in line with it: the dot of a "!"
     or "?". Not a bit of stray ink beside the stroke, as 0.6% of MNIST's training 1s have."""
-    mark, *others = components(np.where(ink > 0.2, ink, 0), DOT_SHARE)
-    return any(p.h < DOT_HEIGHT * mark.h and (p.y0 >= mark.y1 or p.y1 <= mark.y0) and p.x0 < mark.x1 and p.x1 > mark.x0
-               for p in others)
+    mark, *others = components(np.where(ink > one["dot_ink"], ink, 0), one["dot_share"])
+    return any(p.h < one["dot_height"] * mark.h and (p.y0 >= mark.y1 or p.y1 <= mark.y0)
+               and p.x0 < mark.x1 and p.x1 > mark.x0 for p in others)
 
 
-def generate(n, seed):
-    """(x uint8 [n, 28, 28] as the normaliser outputs them, kind names [n]). Skipped: blank results (the
-    server answers those "blank" before the model runs) and marks that look like a 1."""
+def generate(n, seed, cfg):
+    """(x uint8 [n, 28, 28] as the normaliser outputs them, kind names [n]), drawn as cfg (params.yaml's
+    `negatives`) says. Skipped: blank results (the server answers those "blank" before the model runs)
+    and marks that look like a 1."""
     rng = np.random.default_rng(seed)
     font_files = fonts()
     kinds, images = list(GENERATORS), []
     names = []
     while len(images) < n:
         kind = kinds[len(images) % len(kinds)]
-        gray = np.asarray(GENERATORS[kind](rng, font_files), np.float32) / 255.0
-        if rng.random() < 0.15:  # light on dark: chalk, a screenshot in dark mode
+        gray = np.asarray(GENERATORS[kind](rng, cfg, font_files), np.float32) / 255.0
+        if rng.random() < cfg["inverted"]:  # light on dark: chalk, a screenshot in dark mode
             gray = 1.0 - gray
         image28 = normalise(gray)
-        if image28.any() and not looks_like_a_one(image28):
+        if image28.any() and not looks_like_a_one(image28, cfg["one"]):
             images.append((image28 * 255).round().astype(np.uint8))
             names.append(kind)
     return np.stack(images), np.array(names)
@@ -230,7 +223,7 @@ def main():
     params = load()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for split, stream in (("train", 1), ("val", 2)):
-        x, kind = generate(params["negatives"][split], [params["seed"], stream])
+        x, kind = generate(params["negatives"][split], [params["seed"], stream], params["negatives"])
         for path, array in ((OUT_DIR / f"{split}.npy", x), (OUT_DIR / f"{split}_kind.npy", kind)):
             partial = path.with_suffix(".partial.npy")
             np.save(partial, array)

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from digits.contract import ALIAS, INPUT, MODEL_NAME
 from pipeline import tracking
 from pipeline.params import load
 
@@ -81,16 +82,16 @@ def register(best, params):
     # A version of this run may exist already: registered by an earlier run of this stage, by one running
     # beside this one, or by one killed before it tagged the version or moved the alias. Reuse it (it is
     # verified and tagged below like a new one) rather than pile up duplicate, half-tagged versions.
-    existing = sorted((v for v in client.search_model_versions(f"name='{tracking.MODEL_NAME}'")
+    existing = sorted((v for v in client.search_model_versions(f"name='{MODEL_NAME}'")
                        if v.run_id == best["run_id"] and v.source == best["model_uri"] and v.status == "READY"),
                       key=lambda v: int(v.version))
     if existing:
         version = existing[0]
     else:
-        version = mlflow.register_model(best["model_uri"], tracking.MODEL_NAME,
+        version = mlflow.register_model(best["model_uri"], MODEL_NAME,
                                         tags={"variant": best["variant"], "run_id": best["run_id"]})
         for _ in range(60):
-            version = client.get_model_version(tracking.MODEL_NAME, version.version)
+            version = client.get_model_version(MODEL_NAME, version.version)
             if version.status == "READY":
                 break
             time.sleep(1)
@@ -113,24 +114,24 @@ def register(best, params):
         "latency_ms_median": f"{best['latency_ms_median']:.4f}",
         "val_non_digits_rejected": f"{best['val_non_digits_rejected']:.6f}",
         "classes": ",".join(best.get("class_names", [str(d) for d in range(10)])),
-        "input": "float32 [N,28,28,1] in [0,1], white ink on black",
+        "input": INPUT,
         "config": json.dumps(config, sort_keys=True),
         "git_commit": tracking.git_commit(),
         "model_sha256": digest,  # last: servers refuse a version without it, so one killed mid-tagging is never served
     }
     for key, value in tags.items():
-        retried(client.set_model_version_tag, tracking.MODEL_NAME, version.version, key, value)
-    client.update_model_version(tracking.MODEL_NAME, version.version,
+        retried(client.set_model_version_tag, MODEL_NAME, version.version, key, value)
+    client.update_model_version(MODEL_NAME, version.version,
                                 description=f"{best['variant']}: validation accuracy {best['val_accuracy']:.4%}, "
                                             f"test accuracy {best['test_accuracy']:.4%}")
-    retried(client.set_registered_model_alias, tracking.MODEL_NAME, tracking.CHAMPION, version.version)
+    retried(client.set_registered_model_alias, MODEL_NAME, ALIAS, version.version)
     return version.version
 
 
 def report(rows, best, version, min_non_digits_rejected):
     CHAMPION_DIR.mkdir(exist_ok=True)
     able = best.get("val_non_digits_rejected", 0.0) >= min_non_digits_rejected
-    lines = [f"# Champion: `{best['variant']}` → `models:/{tracking.MODEL_NAME}@{tracking.CHAMPION}` (version {version})",
+    lines = [f"# Champion: `{best['variant']}` → `models:/{MODEL_NAME}@{ALIAS}` (version {version})",
              "", f"Chosen on validation data: the best validation accuracy among the variants that reject at least "
              f"{min_non_digits_rejected:.0%} of the held-out generated non-digits"
              + ("." if able else " — **none does, so the best validation accuracy overall.**"),
@@ -161,7 +162,7 @@ def main():
     version = register(best, params)
     report(rows, best, version, bar)
     print(f"register: {best['variant']} (val {best['val_accuracy']:.4%}, test {best['test_accuracy']:.4%}) "
-          f"is {tracking.MODEL_NAME} version {version}, alias @{tracking.CHAMPION}")
+          f"is {MODEL_NAME} version {version}, alias @{ALIAS}")
 
 
 if __name__ == "__main__":

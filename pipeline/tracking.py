@@ -8,11 +8,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-EXPERIMENT = "digits"
-MODEL_NAME = "digits"
-CHAMPION = "champion"
-STORE_DIR = Path("mlruns")
-DEFAULT_URI = f"sqlite:///{STORE_DIR}/mlflow.db"
+from digits.contract import DEFAULT_TRACKING_URI as DEFAULT_URI, EXPERIMENT
+
+STORE_DIR = Path("mlruns")  # DEFAULT_URI's folder: the SQLite file, and artifacts/ beside it
 
 
 def tracking_uri() -> str:

@@ -26,22 +26,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pipeline import tracking  # noqa: E402
-from pipeline import negatives, uploads  # noqa: E402
+from digits.contract import CLASSES, INPUT, to_input  # noqa: E402
+from pipeline import negatives, tracking, uploads  # noqa: E402
 from pipeline.augment import random_stroke, random_warp  # noqa: E402
 from pipeline.models import average, build  # noqa: E402
 from pipeline.params import load  # noqa: E402
 from pipeline.preprocess import OUT_DIR as DATA_DIR, load_split  # noqa: E402
 
-
-CLASSES = [str(d) for d in range(10)] + ["not_a_digit"]  # index 10 only in `reject: true` variants
-DRAWN_DIR = negatives.OUT_DIR.parent  # data/drawn: negatives/ and uploads/, both drawn through serve/
+DRAWN_DIR = negatives.OUT_DIR.parent  # data/drawn: negatives/ and uploads/, both drawn through digits/
 assert uploads.OUT_DIR.parent == DRAWN_DIR
-
-
-def to_input(x_uint8):
-    """uint8 [N, 28, 28] -> the model's float32 [N, 28, 28, 1] in [0, 1]."""
-    return (np.asarray(x_uint8, dtype=np.float32) / 255.0)[..., None]
 
 
 def dataset(x, y, batch_size, seed, augment=None, classes=10):
@@ -97,7 +90,7 @@ def optimizer(cfg, steps_per_epoch):
 # --- Ctrl-C that sticks ---------------------------------------------------------------------------------
 # TensorFlow calls back into Python from C++ (pybind). A KeyboardInterrupt raised inside such a callback comes
 # out as "SystemError: <built-in function __import__> returned a result with an exception set", which TF prints
-# and drops: training carried on and its MLflow run ended FINISHED (caught by tests/test_faults.py in CI). So
+# and drops: training carried on and its MLflow run ended FINISHED (caught by tests/e2e/test_faults.py in CI). So
 # the signal is remembered, raised again at the next batch, and once more before a run can end as finished.
 ctrl_c_pressed = False
 
@@ -269,14 +262,14 @@ def main(name):
         requirements = [f"numpy=={np.__version__}", *mlflow.onnx.get_default_pip_requirements()]
         info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="model", save_as_external_data=False,
                                      pip_requirements=requirements,
-                                     metadata={"classes": CLASSES[:classes], "input": "float32 [N,28,28,1] in [0,1], white ink on black"})
+                                     metadata={"classes": list(CLASSES[:classes]), "input": INPUT})
         with tempfile.TemporaryDirectory() as tmp:  # hash what MLflow stored, the file that gets served
             onnx_sha = file_sha256(Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp)) / "model.onnx")
         mlflow.set_tag("onnx_sha256", onnx_sha)
         run_info = {"variant": name, "run_id": run.info.run_id, "model_uri": info.model_uri,
                     **fit_details, "best_val_accuracy": best_accuracy,
                     "train_seconds": round(train_seconds, 1), "onnx_sha256": onnx_sha, "onnx_max_abs_diff": max_diff,
-                    "parameters": model.count_params(), "class_names": CLASSES[:classes]}
+                    "parameters": model.count_params(), "class_names": list(CLASSES[:classes])}
         stop_if_ctrl_c()  # a Ctrl-C that TF dropped during export: the run must not end FINISHED
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
     print(f"train: {name}: best val accuracy {best_accuracy:.4f} ({fit_details}), "

@@ -3,8 +3,9 @@ MODEL_DIR or MODEL_NAME / MODEL_ALIAS / MLFLOW_TRACKING_URI, is resolved in serv
 HOST / PORT / WORKERS / THREADS in serve/gunicorn.conf.py.)
 
     MAX_UPLOAD_BYTES=10485760   a request body over this is refused (413) before it is read
-    MAX_IMAGE_PIXELS=40000000   an image over this is refused (422) from its header, before decoding
-                                (Pillow's bomb guard, set in serve/images.py, refuses over 80 MP whatever this says)
+    MAX_IMAGE_PIXELS=40000000   an image over this is refused (422) from its header, before decoding (the
+                                default is conf/image.toml's decode.max_pixels; Pillow's bomb guard, set
+                                from it in digits/decode.py, refuses over twice that whatever this says)
     MAX_BATCH_IMAGES=64         images per POST /predict/batch
     MODEL_POLL_SECONDS=30       how often to ask the registry whether the alias moved (0: never)
     ONNX_THREADS=1              onnxruntime threads per worker (workers x threads should not exceed the cores)
@@ -12,6 +13,8 @@ HOST / PORT / WORKERS / THREADS in serve/gunicorn.conf.py.)
 import math
 import os
 from dataclasses import dataclass, field
+
+from digits.settings import DECODE
 
 
 class ConfigError(ValueError):
@@ -34,7 +37,7 @@ def env_number(name, default, kind=int, minimum=1):
 @dataclass(frozen=True)
 class Settings:
     max_upload_bytes: int = field(default_factory=lambda: env_number("MAX_UPLOAD_BYTES", 10 * 1024 * 1024))
-    max_image_pixels: int = field(default_factory=lambda: env_number("MAX_IMAGE_PIXELS", 40_000_000))
+    max_image_pixels: int = field(default_factory=lambda: env_number("MAX_IMAGE_PIXELS", DECODE.max_pixels))
     max_batch_images: int = field(default_factory=lambda: env_number("MAX_BATCH_IMAGES", 64))
     model_poll_seconds: float = field(default_factory=lambda: env_number("MODEL_POLL_SECONDS", 30.0, float, 0))
     onnx_threads: int = field(default_factory=lambda: env_number("ONNX_THREADS", 1))

@@ -22,7 +22,7 @@ keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG", "-")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'  # with the time each request took
 errorlog = "-"
-# No request line or header can tie up a worker: gunicorn's defaults, stated (tests/test_security.py).
+# No request line or header can tie up a worker: gunicorn's defaults, stated (tests/service/test_security.py).
 # Over them gunicorn itself answers 400 (request line) or 431 (headers), as text/html, not JSON.
 limit_request_line = 4094  # bytes of "METHOD /path?query HTTP/1.1"; our longest URL is /predict/batch?debug=false
 limit_request_fields = 100

@@ -5,7 +5,9 @@ at a fresh folder before any worker starts, so one scrape adds up all workers (p
 multiprocess mode) instead of showing whichever worker happened to answer.
 """
 import os
+import time
 
+from flask import g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, \
     generate_latest, multiprocess
 
@@ -28,3 +30,27 @@ def exposition():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def instrument(app):
+    """Count every request by route (the rule, not the raw path: bounded labels), method and status, and
+    time it."""
+
+    @app.before_request
+    def start_clock():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def count(response):
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        LATENCY.labels(route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        return response
+
+
+def switched(outcome, old, new):
+    """serve.model.Serving's on_switch: count alias moves, and say which version is served."""
+    RELOADS.labels(outcome).inc()
+    if outcome == "switched":
+        MODEL.labels(old.label).set(0)
+        MODEL.labels(new.label).set(1)

@@ -6,7 +6,6 @@ A model is served only after two checks: its sha256 equals the one the register 
 reads the known digits in serve/selftest/ correctly through the same decode -> normalise -> model path
 as an upload.
 """
-import hashlib
 import json
 import logging
 import os
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+from digits.contract import ALIAS, DEFAULT_TRACKING_URI, MODEL_NAME, sha256, with_temperature
+from digits.normalise import to_model_input
 # An MLflow tracking server that does not answer must be an error within seconds. MLflow's own defaults (7
 # retries, backoff factor 2, 120 s timeout) kept a server starting against a dead URI silent for ~250 s
 # (measured). Here: 3 tries over ~3 s, 10 s per connect/read. A running server keeps its model and polls
@@ -96,8 +96,6 @@ def onnx_session(model_bytes: bytes, threads=1):
 
 def self_test(champion: Champion):
     """Read the known digits through the upload path; a model that gets one wrong is not served."""
-    from serve.images import to_model_input
-
     files = sorted(SELFTEST_DIR.glob("*.png"))
     batch = np.concatenate([to_model_input(f.read_bytes()) for f in files])
     try:
@@ -122,8 +120,8 @@ class Registry:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
-        self.name = name or os.environ.get("MODEL_NAME", "digits")
-        self.alias = alias or os.environ.get("MODEL_ALIAS", "champion")
+        self.name = name or os.environ.get("MODEL_NAME", MODEL_NAME)
+        self.alias = alias or os.environ.get("MODEL_ALIAS", ALIAS)
         self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
     def __str__(self):
@@ -275,19 +273,6 @@ class Serving:
         self._stop.set()
 
 
-def with_temperature(probs, temperature):
-    """Softmax of log(probs) / T: the model outputs probabilities, so log-probs stand in for logits.
-    The evaluate stage fits T with this same function."""
-    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def first_line(error) -> str:
     """An error's first line: SQLAlchemy appends the SQL and a link, which a startup message does not need."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

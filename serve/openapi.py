@@ -1,5 +1,5 @@
 """GET /openapi.json: the API as an OpenAPI 3.1 document, and GET /docs: the same, readable, with curl
-examples. Written by hand next to the routes in serve/app.py; tests check it against real answers."""
+examples. Written by hand next to the routes in serve/routes.py; tests check it against real answers."""
 import base64
 import html
 import json
@@ -39,7 +39,7 @@ def json_response(description, schema):
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-DEBUG_VALUES = ("0", "1", "false", "true")  # serve/app.py refuses any other value (400 bad_parameter)
+DEBUG_VALUES = ("0", "1", "false", "true")  # serve/uploads.py refuses any other value (400 bad_parameter)
 DEBUG = {"name": "debug", "in": "query", "required": False, "schema": {"type": "string", "enum": list(DEBUG_VALUES)},
          "description": "1 (or true): add `input`, the 28x28 image the model saw, as a PNG data URL"}
 

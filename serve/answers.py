@@ -1,0 +1,54 @@
+"""The JSON answers: a model's calibrated probabilities for some 28x28s -> what the API says about each.
+
+Confidence is calibrated (the registered temperature); under the registered rejection threshold the
+answer is "not a digit"; an image with no ink at all is "blank" whatever the model thinks of it.
+"""
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from serve import metrics
+
+
+def digits(images28, champion, probabilities=None, debug=False) -> list:
+    """[N, 28, 28] -> one answer dict per image, all from the same champion. probabilities: the champion's
+    calibrated output for these images, when the caller already has it."""
+    if probabilities is None:
+        probabilities = champion.calibrated(np.stack(images28)[..., None])
+    answers = []
+    for image28, p in zip(images28, probabilities):
+        ten = p[:10]
+        best = int(np.argmax(ten))
+        answer = {"prediction": best, "confidence": round(float(ten[best]), 6),
+                  "probabilities": [round(float(x), 6) for x in ten],
+                  "not_a_digit": round(max(0.0, 1.0 - float(ten.sum())), 6)}
+        if not image28.any():  # no ink at all: the model's opinion of an empty square means nothing
+            answer.update(prediction=None, reason="blank", confidence=0.0, probabilities=[0.0] * 10, not_a_digit=1.0)
+        elif ten[best] < champion.rejection_threshold:
+            answer.update(prediction=None, reason="not_a_digit")
+        metrics.PREDICTIONS.labels(str(answer["prediction"]) if answer["prediction"] is not None else answer["reason"]).inc()
+        if debug:
+            answer["input"] = png_data_url(image28)  # the 28x28 the model saw
+        answers.append(answer)
+    return answers
+
+
+def number(found, champion, debug=False) -> dict:
+    """digits.segment.read's [(box, 28x28, probabilities)] -> /read's answer: the number, digit by digit."""
+    answers = digits([image for _, image, _ in found], champion, [p for _, _, p in found], debug) if found else []
+    for (box, _, _), digit in zip(found, answers):
+        digit["box"] = box
+    if not answers:
+        return {"number": None, "reason": "blank", "digits": [], "model": champion.label}
+    if any(d["prediction"] is None for d in answers):  # a number with a hole in it is not that number
+        return {"number": None, "reason": "not_a_digit", "digits": answers, "model": champion.label}
+    return {"number": "".join(str(d["prediction"]) for d in answers), "digits": answers, "model": champion.label}
+
+
+def png_data_url(image28: np.ndarray) -> str:
+    """The 28x28 the model saw, as a small PNG data URL (for ?debug=1 and the web page)."""
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(image28, 0, 1) * 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -1,0 +1,100 @@
+"""The routes, two blueprints: `api` reads images, `ops` says what is served and how it is doing.
+
+    POST /predict         one image -> {"prediction", "confidence", "probabilities", "not_a_digit", "model"}
+                          (prediction null + "reason": "blank" or "not_a_digit" when it is no digit)
+    POST /predict/batch   multipart field `images`, repeated -> {"results": [answer or error per image], "model"}
+    POST /read            a written number -> {"number", "digits": [{"prediction", "confidence", "box"}], "model"}
+                          (number null + "reason" when the page is blank or a piece is not a digit)
+    GET  /health  alive, no model work      GET /ready  a verified, self-tested model is loaded
+    GET  /model   what is being served      GET /metrics  Prometheus      GET /openapi.json, /docs   GET /  the page
+
+Each image route reads the champion once, so an alias switch mid-request cannot mix two models, then
+goes bytes -> decode -> normalise (-> segment) -> model -> JSON.
+"""
+import re
+
+from flask import Blueprint, Response, current_app
+
+from digits.decode import ImageError, decode
+from digits.normalise import normalise
+from digits.segment import read as segment_and_read
+from serve import answers, metrics, uploads
+from serve.openapi import docs_page, openapi
+
+api = Blueprint("api", __name__)
+ops = Blueprint("ops", __name__)
+api.before_request(uploads.check_parameters)
+
+
+@api.post("/predict")
+def predict():
+    champion, limit = current_app.serving.champion, current_app.settings.max_image_pixels
+    image28 = normalise(decode(uploads.upload_bytes(), limit))
+    return {**answers.digits([image28], champion, debug=uploads.debug())[0], "model": champion.label}
+
+
+@api.post("/predict/batch")
+def predict_batch():
+    champion, settings = current_app.serving.champion, current_app.settings
+    results = []
+    for index, upload in enumerate(uploads.batch_files(settings.max_batch_images)):
+        entry = {"index": index, "filename": upload.filename}
+        try:  # one bad image is an error entry for that image, not a failed request
+            image28 = normalise(decode(upload.read(), settings.max_image_pixels))
+            results.append({**entry, **answers.digits([image28], champion, debug=uploads.debug())[0]})
+        except ImageError as e:
+            metrics.REJECTED.labels(e.code).inc()
+            results.append({**entry, "error": {"code": e.code, "message": e.message, "status": e.status}})
+    return {"results": results, "model": champion.label}
+
+
+@api.post("/read")
+def read():
+    champion, limit = current_app.serving.champion, current_app.settings.max_image_pixels
+    found = segment_and_read(decode(uploads.upload_bytes(), limit), champion.calibrated)
+    return answers.number(found, champion, debug=uploads.debug())
+
+
+@ops.get("/")
+def page():  # the web page (serve/static/): plain HTML/CSS/JS that talks to the API above, no CDN
+    return current_app.send_static_file("index.html")
+
+
+@ops.get("/health")
+def health():
+    return {"status": "ok"}
+
+
+@ops.get("/ready")
+def ready():
+    # The champion was verified and self-tested before it was put in place: there is always one.
+    serving = current_app.serving
+    return {"status": "ready", "model": serving.champion.label, "last_switch_error": redacted(serving.last_error)}
+
+
+@ops.get("/model")
+def model():
+    serving = current_app.serving
+    return {**serving.champion.describe(), "last_switch_error": redacted(serving.last_error),
+            "polling_seconds": current_app.settings.model_poll_seconds if serving.registry else 0}
+
+
+@ops.get("/metrics")
+def prometheus():
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+@ops.get("/openapi.json")
+def openapi_json():
+    return openapi(current_app.settings)
+
+
+@ops.get("/docs")
+def docs():
+    return Response(docs_page(openapi(current_app.settings)), content_type="text/html; charset=utf-8")
+
+
+def redacted(text):
+    """A registry error as anyone may read it: without the user:password@ a tracking URI can carry."""
+    return text and re.sub(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", text)

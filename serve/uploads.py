@@ -1,0 +1,98 @@
+"""How an image arrives, and what a request may ask: the bytes of the upload and the checked parameters.
+
+An image comes as multipart field `image` (or `file`), a raw body (any image/* type, octet-stream or
+none: `curl -X POST -T f`), or JSON {"image": "<base64 or data: URL>"}. Anything else, or a parameter
+serve/openapi.py does not document, is an ImageError (a JSON 4xx), never a silent guess. Uploads never
+touch the disk (InMemoryRequest).
+"""
+import base64
+import binascii
+import io
+import json
+
+from flask import Request, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from digits.decode import ImageError
+from serve.openapi import DEBUG_VALUES
+
+BATCH_ENDPOINT = "api.predict_batch"
+
+
+class InMemoryRequest(Request):
+    """Uploads never touch the disk, and a body over MAX_CONTENT_LENGTH is a 413 however it is sent.
+
+    werkzeug spools a multipart file part over 500 kB to a temporary file; here every part stays in memory.
+    That is bounded: a Content-Length over the limit is refused before a byte is read, and a chunked body
+    (no Content-Length) is read through werkzeug's LimitedStream, which stops at the limit. For multipart
+    it then raises 413 itself; for a raw or JSON body it silently returns the first MAX_CONTENT_LENGTH
+    bytes (a truncated image, a "corrupt" 400), so get_data looks one byte further and says 413."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+    def get_data(self, cache=True, as_text=False, parse_form_data=False):
+        data = super().get_data(cache, as_text, parse_form_data)
+        limit = self.max_content_length
+        if self.content_length is None and limit is not None and len(data) >= limit \
+                and self.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
+        return data
+
+
+def check_parameters():
+    """What serve/openapi.py documents for the image routes, nothing looser: ?debug at most once, with a
+    documented value; multipart with exactly the documented fields."""
+    debug = request.args.getlist("debug")
+    if len(debug) > 1 or (debug and debug[0] not in DEBUG_VALUES):
+        raise ImageError("bad_parameter", f"debug is one of {', '.join(DEBUG_VALUES)}, given at most once")
+    if request.mimetype == "multipart/form-data":
+        fields = set(request.files) | set(request.form)
+        allowed = {"images"} if request.endpoint == BATCH_ENDPOINT else {"image", "file"}
+        if fields - allowed or fields >= {"image", "file"}:
+            raise ImageError("bad_request", f"unexpected multipart fields {sorted(fields)}: send only "
+                             + ("`images`, once per image" if allowed == {"images"} else "`image` (or `file`)"))
+
+
+def debug() -> bool:
+    """?debug=1 (or true): add the 28x28 the model saw to each answer."""
+    return request.args.get("debug") in ("1", "true")
+
+
+def upload_bytes() -> bytes:
+    """The image bytes of a request, however the client sent them."""
+    for field in ("image", "file"):
+        if field in request.files:
+            return request.files[field].read()
+    if request.is_json:
+        try:  # parsed here, not by get_json: a deeply nested body raises RecursionError, not a 500
+            payload = json.loads(request.get_data())
+        except RecursionError:
+            raise ImageError("bad_json", "the JSON body is nested too deeply") from None
+        except ValueError as e:  # also bytes that are not UTF-8
+            raise ImageError("bad_json", f"the body is not valid JSON: {e}") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
+            raise ImageError("bad_request", 'JSON body must be {"image": "<base64 or data: URL>"}')
+        text = payload["image"]
+        if text.startswith("data:"):
+            text = text.partition(",")[2]
+        try:  # strict, as /openapi.json's pattern says: no whitespace, padded
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ImageError("bad_base64", f"the image field is not valid base64: {e}") from e
+    mimetype = request.mimetype or ""
+    if mimetype.startswith("image/") or mimetype in ("application/octet-stream", ""):  # "" is `curl -X POST -T f`
+        return request.get_data()
+    raise ImageError("no_image", "send the image as multipart field `image`, a raw image/* body, "
+                                 'or JSON {"image": "<base64>"}')
+
+
+def batch_files(limit):
+    """The uploads of a batch (multipart `images`, repeated), at most `limit` of them."""
+    files = request.files.getlist("images")
+    if not files:
+        raise ImageError("no_image", "send the images as multipart fields named `images`, one per image")
+    if len(files) > limit:
+        raise ImageError("too_many_images", f"{len(files)} images in one batch, the limit is {limit} "
+                         "(MAX_BATCH_IMAGES)", status=413)
+    return files

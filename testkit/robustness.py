@@ -1,0 +1,184 @@
+"""The served model measured on the robustness suite (testkit/uploads.py), through the API's own path.
+
+Each image is POSTed as raw bytes to /predict (or /read for numbers) of an app (`create_app(...)
+.test_client()`), so decode -> normalise -> model is exactly what a user gets. Counting: a digit is right
+when `prediction` equals its label; a refused upload (HTTP 4xx) or an answer with `prediction: null`
+counts as wrong *and* as rejected. A non-digit counts as rejected when the API answers `prediction: null`
+or refuses it with a 4xx. Targets: conf/targets.yaml's `robustness`.
+"""
+import io
+import time
+from collections import Counter, namedtuple
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+
+from testkit import targets
+from testkit.uploads import ALL, CONDITIONS, NON_DIGITS, NUMBER, NUMBERS, generate
+
+Row = namedtuple("Row", "condition kind n metric value latency_ms notes")
+
+
+def post(client, path, data):
+    started = time.perf_counter()
+    response = client.post(path, data=data, content_type="application/octet-stream")
+    return response, (time.perf_counter() - started) * 1000
+
+
+def measure(client, name, samples, misses=None):
+    """One table row, plus how many real digits were rejected (for the <1% target). With a list for
+    `misses`, appends (condition, upload bytes, label, what the API answered) for each one it got wrong."""
+    hits = rejected = 0
+    errors, latencies = Counter(), []
+    for data, label in samples:
+        response, ms = post(client, "/read" if name in NUMBERS else "/predict", data)
+        latencies.append(ms)
+        body = response.get_json(silent=True) or {}
+        if response.status_code != 200:
+            errors[body.get("error", {}).get("code", str(response.status_code))] += 1
+            answer, no_answer = f"refused {response.status_code}", True
+        else:
+            answer = body["number"] if name in NUMBERS else body.get("prediction")
+            no_answer = answer is None
+        rejected += no_answer
+        right = no_answer if name in NON_DIGITS else answer == label
+        hits += right  # (a non-digit's row counts `rejected`)
+        if misses is not None and not right:
+            if answer is None:
+                answer = "rejected"
+            elif "confidence" in body:  # /predict's answer; /read's number has one per digit
+                answer = f"{answer} ({body['confidence']:.2f})"
+            misses.append((name, data, label, answer))
+    n = len(samples)
+    notes = ", ".join(f"{code}: {count}" for code, count in errors.most_common())
+    latency = float(np.mean(latencies)) if latencies else 0.0
+    if name in NON_DIGITS:
+        return Row(name, "non-digit", n, "rejected", rejected / n, latency, notes), 0
+    kind = "digit" if name in CONDITIONS else "number" if name == NUMBER else "reported"
+    metric = "accuracy" if name in CONDITIONS else "exact"
+    return Row(name, kind, n, metric, hits / n, latency, notes), rejected
+
+
+def evaluate(client, x, y, n_per_condition=200, seed=0, names=None, misses=None):
+    """Rows (condition, kind, n, metric, value, latency_ms, notes) for each condition drawn from the digits
+    x (uint8 [N, 28, 28]) with labels y, then two summary rows: all non-digits rejected, and real digits
+    rejected (single digits and numbers' uploads; the touching numbers are reported apart). `misses`:
+    see `measure`."""
+    rows, digit_rejections, digit_count = [], 0, 0
+    for name in names or ALL:
+        row, rejected = measure(client, name, generate(name, n_per_condition, seed, x, y), misses)
+        rows.append(row)
+        if row.kind in ("digit", "number"):
+            digit_rejections, digit_count = digit_rejections + rejected, digit_count + row.n
+    non = [r for r in rows if r.kind == "non-digit"]
+    if non:
+        total = sum(r.n for r in non)
+        rows.append(Row("ALL non-digits", "summary", total, "rejected",
+                        sum(r.value * r.n for r in non) / total, 0.0, ""))
+    if digit_count:
+        rows.append(Row("ALL real digits", "summary", digit_count, "rejected", digit_rejections / digit_count, 0.0, ""))
+    return rows
+
+
+def verdict(row, goal=None):
+    """(target, PASS/MISS) for this row; goal: conf/targets.yaml's `robustness` block, or another with
+    the same keys (the CI floors)."""
+    goal = goal or targets("robustness")
+    if row.kind == "reported":
+        return "(reported)", ""
+    if row.kind == "digit":
+        ok, target = row.value >= goal["digit"], f">= {goal['digit']:.0%}"
+    elif row.kind == "number":
+        ok, target = row.value >= goal["number"], f">= {goal['number']:.0%}"
+    elif row.kind == "non-digit" or row.condition == "ALL non-digits":
+        ok, target = row.value >= goal["non_digit"], f">= {goal['non_digit']:.0%}"
+    else:
+        ok, target = row.value < goal["digit_rejection"], f"< {goal['digit_rejection']:.0%}"
+    return target, "PASS" if ok else "MISS"
+
+
+def table(rows, goal=None):
+    lines = ["| condition | n | metric | value | target | | mean ms | refused (4xx) |",
+             "|---|---:|---|---:|---|---|---:|---|"]
+    for r in rows:
+        target, mark = verdict(r, goal)
+        ms = f"{r.latency_ms:.1f}" if r.kind != "summary" else ""
+        lines.append(f"| {r.condition} | {r.n} | {r.metric} | {r.value:.1%} | {target} | {mark} | {ms} | {r.notes} |")
+    return "\n".join(lines)
+
+
+def pooled(rows_by_seed):
+    """{seed: rows} -> one row per condition over all the seeds' images together: the figure a target is
+    judged on (the best estimate; each seed's row is a smaller sample of the same thing)."""
+    return [same[0]._replace(n=sum(r.n for r in same), value=sum(r.value * r.n for r in same) / sum(r.n for r in same),
+                             latency_ms=float(np.mean([r.latency_ms for r in same])), notes="")
+            for same in zip(*rows_by_seed.values())]
+
+
+def misses(rows, goal=None):
+    """The rows that miss their target."""
+    return [r for r in rows if verdict(r, goal)[1] == "MISS"]
+
+
+def seeds_table(rows_by_seed):
+    """{seed: rows} -> one line per condition: its value at each seed and pooled, the pooled verdict, and
+    whether it holds at every seed too (a row can pass at one seed of 1,000 images and miss at the next)."""
+    seeds = list(rows_by_seed)
+    lines = ["| condition | metric | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | pooled | target | verdict | at every seed |",
+             "|---|---|" + "---:|" * (len(seeds) + 1) + "---|---|---|"]
+    for same, total in zip(zip(*rows_by_seed.values()), pooled(rows_by_seed)):
+        marks = [verdict(r)[1] for r in same]
+        every = "" if not marks[0] else "yes" if all(m == "PASS" for m in marks) else "no"
+        target, mark = verdict(total)
+        lines.append(f"| {total.condition} | {total.metric} | " + " | ".join(f"{r.value:.1%}" for r in same)
+                     + f" | {total.value:.2%} | {target} | {mark} | {every} |")
+    return "\n".join(lines)
+
+
+def contact_sheet(path, seed, x, y, per_condition=4, thumb=120):
+    """A PNG grid: one row per condition, the first few generated images as the user would see them."""
+    sheet = Image.new("RGB", (120 + per_condition * (thumb + 4), len(ALL) * (thumb + 4)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, name in enumerate(ALL):
+        draw.text((4, row * (thumb + 4) + thumb // 2), name, fill="black")
+        for col, (data, label) in enumerate(generate(name, per_condition, seed, x, y)):
+            image = Image.open(io.BytesIO(data))
+            image = as_seen(image)
+            image.thumbnail((thumb, thumb))
+            sheet.paste(image, (120 + col * (thumb + 4), row * (thumb + 4)))
+    sheet.save(path)
+
+
+def misses_sheet(path, misses, per_condition=8, per_row=8, thumb=120):
+    """A PNG grid of what the champion got wrong: the first few misses of each condition, each upload as
+    a viewer shows it, captioned "condition / label -> answer"."""
+    shown, count = [], Counter()
+    for miss in misses:
+        count[miss[0]] += 1
+        if count[miss[0]] <= per_condition:
+            shown.append(miss)
+    rows = max(1, -(-len(shown) // per_row))
+    sheet = Image.new("RGB", (per_row * (thumb + 4), rows * (thumb + 30)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (name, data, label, answer) in enumerate(shown):
+        image = as_seen(Image.open(io.BytesIO(data)))
+        image.thumbnail((thumb, thumb))
+        left, top = (k % per_row) * (thumb + 4), (k // per_row) * (thumb + 30)
+        sheet.paste(image, (left, top))
+        draw.text((left + 2, top + thumb + 2), name, fill="black")
+        draw.text((left + 2, top + thumb + 15), f"{'-' if label is None else label} -> {answer}", fill="red")
+    sheet.save(path)
+    return len(shown)
+
+
+def as_seen(image):
+    """RGB as an image viewer shows it: EXIF applied, transparency over a pale green backdrop, 16-bit
+    scaled down (not clipped, which is what Pillow's convert does)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (200, 220, 200, 255)), rgba).convert("RGB")
+    if image.mode.startswith("I"):
+        return Image.fromarray((np.asarray(image, np.float32) / 257).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")

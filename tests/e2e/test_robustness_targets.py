@@ -1,0 +1,57 @@
+"""Robustness floors, asserted in CI: the real pipeline (`dvc repro` on 30,000 MNIST training digits, one
+quick real-upload variant: conf/experiment/robustness_ci.yaml) registers a champion; the robustness
+suite's conditions (testkit/uploads.py), at a smaller sample, go through the real app with it. A
+regression in decoding, normalising, segmenting, training or rejection fails here, not only in the full
+benchmark. The floors are conf/targets.yaml's `robustness_ci` (tuning/ci_floors.py measures them), not the
+champion's targets: this model trains in minutes."""
+import json
+
+import numpy as np
+import pytest
+
+from serve import create_app
+from serve.config import Settings
+from serve.model import Registry
+from testkit import robustness as rb, targets, uploads
+from testkit.project import run_pipeline
+
+pytestmark = pytest.mark.pipeline
+FLOORS = targets("robustness_ci")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, mnist_dir):
+    root = tmp_path_factory.mktemp("robust")
+    run_pipeline(root, mnist_dir, "+experiment=robustness_ci")
+    return root
+
+
+@pytest.fixture(scope="module")
+def rows(pipeline):
+    champion = Registry(tracking_uri=f"sqlite:///{pipeline}/mlruns/mlflow.db").load()
+    assert champion.tags["variant"] == "robust_long" and champion.tags["classes"].endswith("not_a_digit")
+    client = create_app(champion, Settings(model_poll_seconds=0)).test_client()
+    test = np.load(pipeline / "data/prepared/test.npz")
+    rows = rb.evaluate(client, test["x"], test["y"], FLOORS["n"], 0)  # each seeded: the same images every run
+    print("\n" + rb.table(rows, FLOORS))
+    return {row.condition: row for row in rows}
+
+
+def test_the_champion_was_chosen_and_calibrated_on_validation_data(pipeline):
+    metrics = json.loads((pipeline / "reports/robust_long/metrics.json").read_text())
+    assert metrics["val_non_digits_rejected"] >= FLOORS["val_non_digits"]
+    assert metrics["temperature"] > 0 and 0 < metrics["rejection_threshold"] < 1
+
+
+@pytest.mark.parametrize("condition", list(uploads.CONDITIONS))
+def test_single_digits(rows, condition):
+    assert rows[condition].value >= FLOORS["digit"], rows[condition]
+
+
+def test_written_numbers(rows):
+    assert rows["number"].value >= FLOORS["number"], rows["number"]
+
+
+def test_non_digits_are_rejected_and_digits_are_not(rows):
+    assert rows["ALL non-digits"].value >= FLOORS["non_digit"], rows["ALL non-digits"]
+    assert rows["ALL real digits"].value < FLOORS["digit_rejection"], rows["ALL real digits"]

@@ -1,0 +1,52 @@
+"""conf/ (Hydra) is the single source of truth; params.yaml (what DVC tracks) must be its composition."""
+import yaml
+
+from testkit import ROOT
+from pipeline.params import compose_params, load, model_config
+
+
+def test_params_yaml_is_exactly_the_composition_of_conf():
+    assert load(ROOT / "params.yaml") == compose_params(), "run `python -m pipeline.params`"
+
+
+def test_dense_and_cnn_variants_exist_and_are_complete():
+    params = compose_params()
+    assert list(params["variants"]) == ["dense", "cnn", "strong", "robust_long", "ensemble_long"]
+    for name, variant in params["variants"].items():
+        assert set(variant) - {"members"} == {"architecture", "train", "augment", "reject", "uploads", "reads"}, name
+    assert params["variants"]["dense"]["architecture"]["kind"] == "dense"
+    assert params["variants"]["strong"]["augment"]["enabled"] is True
+    assert params["variants"]["robust_long"]["reject"] is True and params["variants"]["strong"]["reject"] is False
+
+
+def test_the_ensemble_is_added_on_request_and_is_robusts_recipe_twice():
+    params = compose_params(["+model@variants.ensemble=ensemble"])
+    ensemble = dict(params["variants"]["ensemble"])
+    assert ensemble.pop("members") == 2 and ensemble == model_config("robust")
+    assert "ensemble" in compose_params(["+experiment=smoke"])["variants"]  # so the tests train one
+
+
+def test_the_long_ensemble_is_robust_longs_recipe_twice_and_stays_out_of_the_test_pipelines():
+    ensemble = model_config("ensemble_long")
+    assert ensemble.pop("members") == 2 and ensemble == model_config("robust_long")
+    for experiment in ("smoke", "robustness_ci"):  # two full trainings would take make test past its time
+        assert "ensemble_long" not in compose_params([f"+experiment={experiment}"])["variants"], experiment
+
+
+def test_hydra_overrides_reach_params():
+    params = compose_params(["variants.cnn.train.epochs=3", "+experiment=smoke"])
+    assert params["variants"]["cnn"]["train"]["epochs"] == 3
+    assert params["data"]["train_limit"] == 4000
+
+
+def test_every_train_stage_declares_its_own_variant_params():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["train"]["foreach"] == "${variants}"
+    assert "variants.${key}" in stages["train"]["do"]["params"]
+
+
+def test_a_model_config_composes_alone_with_overrides():
+    fast = model_config("fast", ["train.batch_size=256", "augment.elastic=1.5"])
+    assert fast["train"]["batch_size"] == 256 and fast["augment"]["elastic"] == 1.5
+    assert fast["architecture"] == model_config("fast")["architecture"]
+    assert model_config("cnn") == compose_params()["variants"]["cnn"]
