@@ -15,19 +15,28 @@ install: $(VENV)/.installed
 
 # requirements.txt is the lock (every pin); then the project itself, editable: `import digits` etc. from anywhere.
 $(VENV)/.installed: requirements.txt requirements-serve.txt pyproject.toml
+	@echo "== install: $(VENV) with every pin of requirements.txt, then this project (editable); about 2 min"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -r requirements.txt \
+		| grep -v -e '^Requirement already satisfied' -e '^  Using cached'
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e .
+	@echo "== install: done"
 	touch $@
 
 params: install
 	$(BIN)/python -m pipeline.params
 
+# PROFILE=quick (the default: dense, cnn and the quick champion recipe, ~10 min on 2 cores) or full (every
+# recipe incl. the long trainings and the ensemble, hours): conf/experiment/full.yaml. Progress and
+# reports/run.log: pipeline/run.py.
+PROFILE ?= quick
 repro: install
-	$(BIN)/dvc repro
+	$(BIN)/python -m pipeline.run --profile $(PROFILE)
 
 serve: install
 	$(BIN)/python -m serve.check || exit 1
+	@echo "== serving the champion on http://$(HOST):$(PORT)/ (the web page; the API: http://$(HOST):$(PORT)/docs)"
+	@echo "== compare the runs in the MLflow UI: make ui (http://$(HOST):$${UI_PORT:-5000}); Ctrl-C stops the server"
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c serve/gunicorn.conf.py serve.gunicorn_app:app
 
 run: repro serve

@@ -46,7 +46,8 @@ def main():
     for seed in args.seed:
         started = time.perf_counter()
         rows_by_seed[seed] = rb.evaluate(client, test["x"], test["y"], args.n, seed, args.conditions,
-                                         wrong if seed == args.seed[0] else None)
+                                         wrong if seed == args.seed[0] else None,
+                                         progress=lambda line: print(f"seed {seed}{line}", flush=True))
         print(f"champion {champion.label}, seed {seed}, MNIST test digits, {time.perf_counter() - started:.0f} s\n")
         print(rb.table(rows_by_seed[seed]) + "\n", flush=True)
     if len(args.seed) > 1:

@@ -52,7 +52,7 @@ def main():
     results = []
     for seed in args.seeds:
         started = time.perf_counter()
-        model, log = fit(variant, seed, train, val, history_dir / f"{args.recipe}-seed{seed}.csv", verbose=0)
+        model, log = fit(variant, seed, train, val, history_dir / f"{args.recipe}-seed{seed}.csv", name=f"{args.recipe} seed {seed}")
         digits = model.predict(to_input(x_test), batch_size=2000, verbose=0)[:, :10]  # class 10: "not a digit"
         test_accuracy = float((digits.argmax(1) == y_test).mean())
         if args.onnx_dir:

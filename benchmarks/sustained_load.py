@@ -34,7 +34,8 @@ def main():
     port = free_port()
     server = start_server(port)
     try:
-        outcome = load.run(port, server, pool, args.requests, args.concurrency, kill_at or None, args.seed)
+        outcome = load.run(port, server, pool, args.requests, args.concurrency, kill_at or None, args.seed,
+                           progress=lambda line: print(line, flush=True))
     finally:
         code = stop_server(server)
     print(load.report(outcome))

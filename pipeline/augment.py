@@ -1,4 +1,5 @@
-"""Random label-preserving warps of digit batches, run inside the tf.data pipeline (training only).
+"""Label-preserving augmentation: random warps of digit batches inside the tf.data pipeline, and pen-width
+versions of every training image drawn once before training (training only).
 
 One bilinear resampling per batch applies a random affine map (rotation, scale, shift) plus a smooth
 random displacement field (an elastic-like distortion, after Simard et al. 2003): cheaper and less
@@ -6,6 +7,7 @@ blurry than chaining one layer per transform.
 """
 import math
 
+import numpy as np
 import tensorflow as tf
 
 SIZE = 28
@@ -56,18 +58,22 @@ def bilinear_sample(images, src_y, src_x):
     return tf.reshape(out, tf.shape(images))
 
 
-def random_stroke(images, steps):
-    """Thicker or thinner pens: each image's strokes grown or shrunk by a random whole number of steps in
-    [-steps, steps]. Done at 4x resolution, where one 3x3 max (or min) filter moves each edge a quarter
-    pixel: a step changes the stroke width by half a pixel at 28x28."""
-    batch = tf.shape(images)[0]
-    big = tf.image.resize(images, [4 * SIZE, 4 * SIZE], "bilinear")
-    grown, shrunk, versions = big, big, {}
-    for k in range(1, steps + 1):
-        grown = tf.nn.max_pool2d(grown, 3, 1, "SAME")
-        shrunk = -tf.nn.max_pool2d(-shrunk, 3, 1, "SAME")
-        versions[k], versions[-k] = grown, shrunk
-    stacked = tf.stack([images] + [tf.image.resize(versions[k], [SIZE, SIZE], "area")
-                                   for k in range(-steps, steps + 1) if k], axis=1)  # [B, 2*steps+1, 28, 28, 1]
-    which = tf.random.uniform([batch], 0, 2 * steps + 1, dtype=tf.int32)
-    return tf.gather(stacked, which, axis=1, batch_dims=1)
+def stroke_versions(x, steps, batch=2048):
+    """Thicker and thinner pens, drawn once before training: uint8 [N, 28, 28] -> uint8 [N, 2*steps+1, 28, 28],
+    version `steps` being the image itself and version steps+k its strokes grown (k > 0) or shrunk (k < 0)
+    by k steps. Done at 4x resolution, where one 3x3 max (or min) filter moves each edge a quarter pixel: a
+    step changes the stroke width by half a pixel at 28x28. Training picks one version per image per epoch
+    (`pipeline.train.dataset`), which costs a gather instead of this per batch (docs/benchmarks.md)."""
+    out = np.empty((len(x), 2 * steps + 1, SIZE, SIZE), np.uint8)
+    for start in range(0, len(x), batch):
+        images = tf.convert_to_tensor(x[start:start + batch, :, :, None], tf.float32)
+        big = tf.image.resize(images, [4 * SIZE, 4 * SIZE], "bilinear")
+        grown, shrunk, versions = big, big, {0: images}
+        for k in range(1, steps + 1):
+            grown = tf.nn.max_pool2d(grown, 3, 1, "SAME")
+            shrunk = -tf.nn.max_pool2d(-shrunk, 3, 1, "SAME")
+            versions[k] = tf.image.resize(grown, [SIZE, SIZE], "area")
+            versions[-k] = tf.image.resize(shrunk, [SIZE, SIZE], "area")
+        for k in range(-steps, steps + 1):
+            out[start:start + batch, steps + k] = np.clip(np.rint(versions[k].numpy()[..., 0]), 0, 255)
+    return out

@@ -28,9 +28,9 @@ def compose_params(overrides=()) -> dict:
 def model_config(name, overrides=()) -> dict:
     """conf/model/<name>.yaml as Hydra composes it (its own `defaults:` applied): one variant's config.
     overrides: Hydra overrides relative to the variant, e.g. "train.epochs=3"."""
-    # Composed into config.yaml's `strong` slot: any slot of the model group would do.
-    composed = compose_params([f"model@variants.strong={name}", *(f"variants.strong.{o}" for o in overrides)])
-    return composed["variants"]["strong"]
+    # Composed into config.yaml's `dense` slot: any slot of the model group would do.
+    composed = compose_params([f"model@variants.dense={name}", *(f"variants.dense.{o}" for o in overrides)])
+    return composed["variants"]["dense"]
 
 
 def dump(params: dict) -> str:

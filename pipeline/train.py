@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 
 from digits.contract import CLASSES, INPUT, to_input  # noqa: E402
 from pipeline import negatives, tracking, uploads  # noqa: E402
-from pipeline.augment import random_stroke, random_warp  # noqa: E402
+from pipeline.augment import random_warp, stroke_versions  # noqa: E402
 from pipeline.models import average, build  # noqa: E402
 from pipeline.params import load  # noqa: E402
 from pipeline.preprocess import OUT_DIR as DATA_DIR, load_split  # noqa: E402
@@ -37,17 +37,38 @@ DRAWN_DIR = negatives.OUT_DIR.parent  # data/drawn: negatives/ and uploads/, bot
 assert uploads.OUT_DIR.parent == DRAWN_DIR
 
 
-def dataset(x, y, batch_size, seed, augment=None, classes=10):
-    ds = tf.data.Dataset.from_tensor_slices((to_input(x), keras.ops.one_hot(y, classes)))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    if augment and augment["enabled"]:
-        params = {k: augment[k] for k in ("rotation_deg", "shift_px", "scale", "elastic")}
-        ds = ds.map(lambda images, labels: (random_warp(images, **params), labels),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-        if augment.get("stroke"):
-            ds = ds.map(lambda images, labels: (random_stroke(images, augment["stroke"]), labels),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+def dataset(x, y, batch_size, seed, augment=None, classes=10, shuffle=True):
+    """Batches (float32 [B, 28, 28, 1], one-hot [B, classes]) from uint8 images, the whole set held in memory.
+
+    x: uint8 [N, 28, 28], or [N, V, 28, 28] pen-width versions (`stroke_versions`), of which each batch
+    takes one at random per image. Shuffling moves indices, not images; the warp runs on each batch in the
+    graph. So the input costs a few ms a batch, not the tens the per-batch stroke filters did."""
+    images, labels = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    versions = x.shape[1] if x.ndim == 4 else 0
+    warp = {k: augment[k] for k in ("rotation_deg", "shift_px", "scale", "elastic")} if augment else None
+
+    def batch(index):
+        if versions:
+            which = tf.random.uniform(tf.shape(index), 0, versions, dtype=index.dtype)
+            picked = tf.gather_nd(images, tf.stack([index, which], axis=1))
+        else:
+            picked = tf.gather(images, index)
+        picked = tf.cast(picked[..., None], tf.float32) / 255.0
+        if warp:
+            picked = random_warp(picked, **warp)
+        return picked, tf.one_hot(tf.gather(labels, index), classes)
+
+    ds = tf.data.Dataset.range(len(x))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def training_images(x, augment):
+    """What `dataset` takes for training: the images, or their pen-width versions when augment.stroke."""
+    if augment and augment["enabled"] and augment.get("stroke"):
+        return stroke_versions(x, augment["stroke"])
+    return x
 
 
 def with_negatives(split, digits, negatives_dir=negatives.OUT_DIR):
@@ -122,6 +143,60 @@ class StopOnCtrlC(keras.callbacks.Callback):
         stop_if_ctrl_c()
 
 
+def clock(seconds) -> str:
+    """42 s, 3 min 05 s, 1 h 02 min: elapsed times and ETAs as a person reads them."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class Progress(keras.callbacks.Callback):
+    """One line a person can follow, in place of Keras's per-batch bar (which a log file and DVC's output
+    mangle): within an epoch every `every` seconds how far it is, at each epoch's end its figures, the time
+    it took and the ETA of the whole training (all members of an ensemble together)."""
+
+    def __init__(self, name, epochs, steps, every=20.0, member=0, members=1, out=print):
+        super().__init__()
+        self.name, self.epochs, self.steps, self.every = name, epochs, steps, every
+        self.member, self.members, self.out = member, members, out
+        self.started = self.epoch_started = self.shown = None
+        self.epoch = 0
+
+    def _label(self, epoch):
+        who = f" member {self.member + 1}/{self.members}" if self.members > 1 else ""
+        return f"train {self.name}{who}: epoch {epoch + 1}/{self.epochs}"
+
+    def _eta(self, done_epochs):
+        per_epoch = (time.perf_counter() - self.started) / max(done_epochs, 1e-9)
+        left = (self.epochs - done_epochs) + (self.members - self.member - 1) * self.epochs
+        return clock(per_epoch * left)
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.epoch_started = self.shown = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if now - self.shown >= self.every:
+            self.shown = now
+            epoch = self.epoch
+            done = epoch + (batch + 1) / self.steps
+            self.out(f"{self._label(epoch)} {100 * (batch + 1) / self.steps:3.0f}%, "
+                     f"{clock(now - self.started)} so far, ETA {self._eta(done)}", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_accuracy"))
+        self.out(f"{self._label(epoch)} done in {clock(time.perf_counter() - self.epoch_started)}: {figures}; "
+                 f"ETA {self._eta(epoch + 1)}", flush=True)
+
+
 class EpochLog(keras.callbacks.Callback):
     """Per-epoch metrics to MLflow and to a CSV that DVC plots; keeps the best weights by val accuracy.
     An ensemble's members log one after another: `earlier` holds the rows of the members before, the
@@ -151,7 +226,7 @@ class EpochLog(keras.callbacks.Callback):
             ",".join(str(r[k]) for k in keys) + "\n" for r in self.rows))
 
 
-def fit(variant, seed, train, val, csv_path, mlflow=None, verbose=2, member=None, earlier=()):
+def fit(variant, seed, train, val, csv_path, mlflow=None, member=None, earlier=(), name="model", members=1):
     """Train one model of a variant; returns (model with its best-epoch weights, EpochLog)."""
     keras.utils.set_random_seed(seed)
     cfg = variant["train"]
@@ -163,24 +238,27 @@ def fit(variant, seed, train, val, csv_path, mlflow=None, verbose=2, member=None
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]),
                   metrics=["accuracy"])
     log = EpochLog(mlflow, csv_path, member, earlier)
-    model.fit(dataset(x_train, y_train, cfg["batch_size"], seed, variant["augment"], classes),
-              validation_data=dataset(x_val, y_val, 1000, seed, classes=classes), epochs=cfg["epochs"],
-              callbacks=[StopOnCtrlC(), log], verbose=verbose)
+    augment = variant["augment"] if variant["augment"]["enabled"] else None
+    model.fit(dataset(training_images(x_train, augment), y_train, cfg["batch_size"], seed, augment, classes),
+              validation_data=dataset(x_val, y_val, 1000, seed, classes=classes, shuffle=False), epochs=cfg["epochs"],
+              callbacks=[StopOnCtrlC(), log, Progress(name, cfg["epochs"], steps, member=member or 0, members=members)],
+              verbose=0, shuffle=False)  # dataset() shuffles
     model.set_weights(log.best_weights)
     return model, log
 
 
-def fit_members(variant, seed, train, val, csv_path, mlflow):
+def fit_members(variant, seed, train, val, csv_path, mlflow, name="model"):
     """A variant's model: one trained model, or with `members: N` the average of N trained from seeds
     seed..seed+N-1. Returns (model, best val accuracy, {metric: value} to log)."""
     members = variant.get("members", 1)
     if members == 1:
-        model, log = fit(variant, seed, train, val, csv_path, mlflow)
+        model, log = fit(variant, seed, train, val, csv_path, mlflow, name=name)
         return model, log.best_accuracy, {"best_epoch": log.best_epoch}
     trained, rows, details = [], [], {}
     for k in range(members):
         print(f"train: member {k + 1} of {members}, seed {seed + k}", flush=True)
-        model, log = fit(variant, seed + k, train, val, csv_path, mlflow, member=k, earlier=rows)
+        model, log = fit(variant, seed + k, train, val, csv_path, mlflow, member=k, earlier=rows, name=name,
+                         members=members)
         trained.append(model)
         rows = log.rows
         details |= {f"member{k}_best_val_accuracy": log.best_accuracy, f"member{k}_best_epoch": log.best_epoch}
@@ -238,7 +316,7 @@ def main(name):
               f"{' (digits and non-digits)' if variant.get('reject') else ''}"
               f"{'; training digits include uploads' if variant.get('uploads') else ''}; MLflow run {run.info.run_id}")
         started = time.perf_counter()
-        model, best_accuracy, fit_details = fit_members(variant, seed, train, val, report_dir / "history.csv", mlflow)
+        model, best_accuracy, fit_details = fit_members(variant, seed, train, val, report_dir / "history.csv", mlflow, name)
         classes = model.output_shape[-1]
         train_seconds = time.perf_counter() - started
         model.summary(print_fn=lambda line, **_: None)  # builds weights; count below

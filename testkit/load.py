@@ -128,8 +128,9 @@ class Load:
         return threads
 
 
-def run(port, server, pool, total, concurrency, kill_at=None, seed=0):
-    """The load, with memory samples and an optional worker kill -> dict of what happened."""
+def run(port, server, pool, total, concurrency, kill_at=None, seed=0, progress=None, every=10.0):
+    """The load, with memory samples and an optional worker kill -> dict of what happened. progress: called
+    with a line every `every` seconds (requests done, rate, errors so far, ETA)."""
     todo = schedule(pool, total, seed)
     expected = references(port, pool)
     load = Load(port, todo, expected, concurrency)
@@ -138,8 +139,14 @@ def run(port, server, pool, total, concurrency, kill_at=None, seed=0):
     killed = replaced = replaced_after_s = None
     started = time.perf_counter()
     threads = load.run()
+    shown = started
     while any(t.is_alive() for t in threads):
         time.sleep(0.02)
+        now = time.perf_counter()
+        if progress and now - shown >= every and load.done:
+            shown, rate = now, load.done / (now - started)
+            progress(f"  {load.done:,}/{total:,} requests, {rate:.0f}/s, {sum(load.errors.values())} unexpected so far, "
+                     f"ETA {(total - load.done) / rate:.0f} s")
         if load.done >= min(10_000, total // 5) and "first" not in rss_at:
             rss_at["first"] = {pid: rss_mb([pid]) for pid in workers}
         if kill_at and killed is None and load.done >= kill_at:

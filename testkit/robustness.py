@@ -59,15 +59,21 @@ def measure(client, name, samples, misses=None):
     return Row(name, kind, n, metric, hits / n, latency, notes), rejected
 
 
-def evaluate(client, x, y, n_per_condition=200, seed=0, names=None, misses=None):
+def evaluate(client, x, y, n_per_condition=200, seed=0, names=None, misses=None, progress=None):
     """Rows (condition, kind, n, metric, value, latency_ms, notes) for each condition drawn from the digits
     x (uint8 [N, 28, 28]) with labels y, then two summary rows: all non-digits rejected, and real digits
     rejected (single digits and numbers' uploads; the touching numbers are reported apart). `misses`:
-    see `measure`."""
+    see `measure`. progress: called with a line after each condition ("3/27 thin_pen 99.10%, 12 s, ETA 1 min")."""
     rows, digit_rejections, digit_count = [], 0, 0
-    for name in names or ALL:
+    names = list(names or ALL)
+    started = time.perf_counter()
+    for done, name in enumerate(names, 1):
         row, rejected = measure(client, name, generate(name, n_per_condition, seed, x, y), misses)
         rows.append(row)
+        if progress:
+            elapsed = time.perf_counter() - started
+            progress(f"  {done}/{len(names)} {name} {row.value:.2%} {row.metric}, {elapsed:.0f} s so far, "
+                     f"ETA {elapsed / done * (len(names) - done):.0f} s")
         if row.kind in ("digit", "number"):
             digit_rejections, digit_count = digit_rejections + rejected, digit_count + row.n
     non = [r for r in rows if r.kind == "non-digit"]

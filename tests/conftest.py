@@ -75,7 +75,7 @@ def small_onnx(mnist, tmp_path_factory):
     train = mnist["x_train"][:6000], mnist["y_train"][:6000]
     val = mnist["x_train"][-1000:], mnist["y_train"][-1000:]
     folder = tmp_path_factory.mktemp("model")
-    model, _ = fit(variant, 0, train, val, folder / "history.csv", verbose=0)
+    model, _ = fit(variant, 0, train, val, folder / "history.csv")
     export_onnx(model, folder / "model.onnx", to_input(val[0][:8]))
     return (folder / "model.onnx").read_bytes()
 

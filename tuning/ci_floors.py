@@ -42,7 +42,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="ci-model-") as folder:
             root, started = Path(folder), time.perf_counter()
             run_pipeline(root, mnist_dir, *PIPELINE)
-            metrics = json.loads((root / "reports/robust_long/metrics.json").read_text())
+            metrics = json.loads((root / "reports/robust_fast/metrics.json").read_text())
             champion = Registry(tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db").load()
             client = create_app(champion, Settings(model_poll_seconds=0)).test_client()
             test = np.load(root / "data/prepared/test.npz")

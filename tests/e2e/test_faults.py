@@ -26,7 +26,7 @@ from testkit.server import free_port
 pytestmark = pytest.mark.pipeline
 
 # Two variants are enough to interrupt one training while the other is done; the smoke config otherwise.
-SMOKE = ("+experiment=smoke", "~variants.strong", "~variants.robust_long", "~variants.ensemble")
+SMOKE = ("+experiment=smoke", "~variants.robust_fast", "~variants.ensemble")
 
 
 def training_run(db: Path, variant):

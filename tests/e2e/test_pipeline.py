@@ -16,9 +16,9 @@ from testkit.project import BIN, run, run_pipeline
 
 pytestmark = pytest.mark.pipeline
 
-# The smoke config without `robust_long`: `ensemble` trains the same small network (twice), and test_robustness_targets
-# runs a single-model robust variant through its own pipeline. One variant fewer keeps make test's time.
-SMOKE = ("+experiment=smoke", "~variants.robust_long")
+# The smoke config without `robust_fast`: `ensemble` trains a robust recipe (twice), and test_robustness_targets runs
+# the champion's own recipe through its own pipeline. One variant fewer keeps make test's time.
+SMOKE = ("+experiment=smoke", "~variants.robust_fast")
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,8 @@ def mlflow_client(root):
 
 def test_every_stage_ran(project):
     root, _, log = project
-    for stage in ("download", "preprocess", "negatives", "uploads", "train@dense", "train@cnn", "train@strong",
-                  "train@ensemble", "evaluate@dense", "evaluate@cnn", "evaluate@strong", "evaluate@ensemble",
+    for stage in ("download", "preprocess", "negatives", "uploads", "train@dense", "train@cnn",
+                  "train@ensemble", "evaluate@dense", "evaluate@cnn", "evaluate@ensemble",
                   "register"):
         assert f"Running stage '{stage}'" in log
     assert "from directory MNIST_DIR=" in log
@@ -54,7 +54,7 @@ def test_mlflow_has_one_run_per_variant_with_config_metrics_and_artifacts(projec
     mlflow, client = mlflow_client(root)
     experiment = client.get_experiment_by_name("digits")
     runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.info.run_name for r in runs) == ["cnn", "dense", "ensemble", "strong"]
+    assert sorted(r.info.run_name for r in runs) == ["cnn", "dense", "ensemble"]
     for r in runs:
         assert r.data.params["train.epochs"] == "2" and r.data.params["seed"] == "42"
         members = int(r.data.params.get("members", 1))
@@ -72,7 +72,7 @@ def test_the_champion_is_the_best_by_validation_and_verifiable(project):
     mlflow, client = mlflow_client(root)
     version = client.get_model_version_by_alias("digits", "champion")
     reports = {v: json.loads((root / f"reports/{v}/metrics.json").read_text())
-               for v in ("dense", "cnn", "strong", "ensemble")}
+               for v in ("dense", "cnn", "ensemble")}
     # The register stage's rule: the best by validation accuracy among the variants that reject enough
     # non-digits, or among all of them when none does (a 2-epoch smoke model may not).
     able = [v for v, m in reports.items() if m["val_non_digits_rejected"] >= 0.95] or list(reports)
@@ -175,7 +175,7 @@ def test_repro_twice_runs_nothing_and_one_variant_change_reruns_only_its_branch(
 
 
 def test_new_drawn_data_marks_only_the_variants_that_learn_from_it(project):
-    """dense, cnn and strong read MNIST alone (`reads: data/prepared`): a normaliser change that redraws
+    """dense and cnn read MNIST alone (`reads: data/prepared`): a normaliser change that redraws
     data/drawn must not retrain them. The ensemble learns from data/drawn and must go stale with it."""
     root, env, _ = project
     dvc = str(BIN / "dvc")
@@ -186,7 +186,7 @@ def test_new_drawn_data_marks_only_the_variants_that_learn_from_it(project):
         (root / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
         run([dvc, "repro", "negatives"], root, env)
         stale = set(json.loads(run([dvc, "status", "--json"], root, env).stdout))
-        assert stale == {"train@ensemble", "evaluate@dense", "evaluate@cnn", "evaluate@strong", "evaluate@ensemble"}
+        assert stale == {"train@ensemble", "evaluate@dense", "evaluate@cnn", "evaluate@ensemble"}
 
         # A variant that would learn from data/drawn without declaring it is refused before it trains.
         changed["variants"]["cnn"]["reject"] = True

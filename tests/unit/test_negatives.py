@@ -47,6 +47,14 @@ def test_generated_non_digits_hold_no_one_and_every_kind(params, one):
     assert np.array_equal(images, again)
 
 
+def test_non_digits_are_the_same_on_any_number_of_processes(params):
+    n = negatives.BLOCK + 30  # two blocks, the second short
+    alone, kinds = negatives.generate(n, [0, 4], params["negatives"], workers=1)
+    shared, shared_kinds = negatives.generate(n, [0, 4], params["negatives"], workers=2)
+    assert alone.shape == (n, 28, 28) and np.array_equal(alone, shared) and np.array_equal(kinds, shared_kinds)
+    assert not np.array_equal(alone[:30], alone[negatives.BLOCK:])  # each block has its own stream
+
+
 def test_a_dim_bar_and_a_bar_with_a_dot_are_no_one_a_bar_with_stray_ink_beside_it_is(one):
     """What the model may now learn as "not a digit": a squeezed strip of noise comes out of the
     normaliser as a dim bar, a "!" as a bar with a dot past its end. A 1 with a bit of stray ink beside
