@@ -48,7 +48,7 @@ def main(argv=None):
     parser.add_argument("--keep", metavar="DIR", help="clone into DIR (must not exist) and keep it")
     parser.add_argument("--source", default=str(ROOT), help="what to clone (default: this repository)")
     args = parser.parse_args(argv)
-    target = targets()["make_run"]
+    target = targets("make_run")
     clone = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="make-run-")) / "digits"
     port = free_port()
     env = {k: v for k, v in os.environ.items()

@@ -70,7 +70,7 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=80)
     args = parser.parse_args(argv)
     params = load()
-    target = targets()["train_profile"]
+    target = targets("train_profile")
     name = args.variant or target["variant"]
     variant = params["variants"][name]
     cfg, augment = variant["train"], (variant["augment"] if variant["augment"]["enabled"] else None)
