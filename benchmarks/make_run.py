@@ -27,7 +27,7 @@ from pathlib import Path
 from testkit import ROOT, targets
 from testkit.server import free_port
 
-MARKS = re.compile(r"^== (install: \S+|stage \d+ of \d+: \S+|serving)")
+MARKS = re.compile(r"^== (install: [^\s,]+|stage \d+ of \d+: [^\s,]+|serving)")
 
 
 def clock(seconds) -> str:
