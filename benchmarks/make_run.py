@@ -24,15 +24,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pipeline.run import clock
 from testkit import ROOT, targets
 from testkit.server import free_port
 
 MARKS = re.compile(r"^== (install: [^\s,]+|stage \d+ of \d+: [^\s,]+|serving)")
-
-
-def clock(seconds) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def ready(port) -> bool:

@@ -31,6 +31,7 @@ from pipeline import negatives, tracking, uploads  # noqa: E402
 from pipeline.augment import random_warp, stroke_versions  # noqa: E402
 from pipeline.models import average, build  # noqa: E402
 from pipeline.params import load  # noqa: E402
+from pipeline.run import clock  # noqa: E402
 from pipeline.preprocess import OUT_DIR as DATA_DIR, load_split  # noqa: E402
 
 DRAWN_DIR = negatives.OUT_DIR.parent  # data/drawn: negatives/ and uploads/, both drawn through digits/
@@ -65,8 +66,9 @@ def dataset(x, y, batch_size, seed, augment=None, classes=10, shuffle=True):
 
 
 def training_images(x, augment):
-    """What `dataset` takes for training: the images, or their pen-width versions when augment.stroke."""
-    if augment and augment["enabled"] and augment.get("stroke"):
+    """What `dataset` takes for training: the images, or their pen-width versions when augment.stroke
+    (x as it is when it already holds them: an ensemble draws them once for all its members)."""
+    if x.ndim == 3 and augment and augment["enabled"] and augment.get("stroke"):
         return stroke_versions(x, augment["stroke"])
     return x
 
@@ -143,16 +145,6 @@ class StopOnCtrlC(keras.callbacks.Callback):
         stop_if_ctrl_c()
 
 
-def clock(seconds) -> str:
-    """42 s, 3 min 05 s, 1 h 02 min: elapsed times and ETAs as a person reads them."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
 class Progress(keras.callbacks.Callback):
     """One line a person can follow, in place of Keras's per-batch bar (which a log file and DVC's output
     mangle): within an epoch every `every` seconds how far it is, at each epoch's end its figures, the time
@@ -185,9 +177,8 @@ class Progress(keras.callbacks.Callback):
         now = time.perf_counter()
         if now - self.shown >= self.every:
             self.shown = now
-            epoch = self.epoch
-            done = epoch + (batch + 1) / self.steps
-            self.out(f"{self._label(epoch)} {100 * (batch + 1) / self.steps:3.0f}%, "
+            done = self.epoch + (batch + 1) / self.steps
+            self.out(f"{self._label(self.epoch)} {100 * (batch + 1) / self.steps:3.0f}%, "
                      f"{clock(now - self.started)} so far, ETA {self._eta(done)}", flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -255,6 +246,7 @@ def fit_members(variant, seed, train, val, csv_path, mlflow, name="model"):
         model, log = fit(variant, seed, train, val, csv_path, mlflow, name=name)
         return model, log.best_accuracy, {"best_epoch": log.best_epoch}
     trained, rows, details = [], [], {}
+    train = training_images(train[0], variant["augment"]), train[1]  # pen widths drawn once, for every member
     for k in range(members):
         print(f"train: member {k + 1} of {members}, seed {seed + k}", flush=True)
         model, log = fit(variant, seed + k, train, val, csv_path, mlflow, member=k, earlier=rows, name=name,
