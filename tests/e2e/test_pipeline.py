@@ -73,10 +73,19 @@ def test_the_champion_is_the_best_by_validation_and_verifiable(project):
     version = client.get_model_version_by_alias("digits", "champion")
     reports = {v: json.loads((root / f"reports/{v}/metrics.json").read_text())
                for v in ("dense", "cnn", "ensemble")}
-    # The register stage's rule: the best by validation accuracy among the variants that reject enough
-    # non-digits, or among all of them when none does (a 2-epoch smoke model may not).
-    able = [v for v, m in reports.items() if m["val_non_digits_rejected"] >= 0.95] or list(reports)
-    assert version.tags["variant"] == max(able, key=lambda v: reports[v]["val_accuracy"])
+    # The register stage's rule (pipeline/register.py choose, unit-tested in tests/unit/test_register.py):
+    # the best by validation accuracy among the variants that reject enough non-digits, else a model with
+    # a "not a digit" class within the validation gap of the best, else the best.
+    best = lambda among: max(among, key=lambda v: reports[v]["val_accuracy"])  # noqa: E731
+    able = [v for v, m in reports.items() if m["val_non_digits_rejected"] >= 0.95]
+    rejecting = [v for v, m in reports.items() if m["classes"] > 10]
+    if able:
+        expected = best(able)
+    elif rejecting and reports[best(rejecting)]["val_accuracy"] >= reports[best(reports)]["val_accuracy"] - 0.005:
+        expected = best(rejecting)
+    else:
+        expected = best(reports)
+    assert version.tags["variant"] == expected
     for tag in ("model_sha256", "temperature", "rejection_threshold", "val_accuracy", "test_accuracy", "config"):
         assert version.tags[tag], tag
     assert json.loads(version.tags["config"])["train"]["epochs"] == 2
