@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # Stages run `python -m pipeline.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install browser repro serve run ui test audit bench params clean
+.PHONY: install fonts browser repro serve run ui test audit bench params clean
 
 install: $(VENV)/.installed
 
@@ -30,7 +30,7 @@ params: install
 # recipe incl. the long trainings and the ensemble, hours): conf/experiment/full.yaml. Progress and
 # reports/run.log: pipeline/run.py.
 PROFILE ?= quick
-repro: install
+repro: install fonts
 	$(BIN)/python -m pipeline.run --profile $(PROFILE)
 
 serve: install
@@ -44,6 +44,21 @@ run: repro serve
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} \
 		--host $(HOST) --port $${UI_PORT:-5000}
+
+# Handwriting-style fonts: training draws "not a digit" letters in some (conf/negatives/default.yaml), the
+# robustness suite measures with others (testkit/uploads.py). Debian's packages, installed when missing.
+FONTS_TRAIN := fonts-comic-neue fonts-bwht fonts-dancingscript fonts-humor-sans fonts-kaushanscript
+FONTS_SUITE := fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-rufscript
+fonts:
+	@missing=$$(for p in $(FONTS_TRAIN) $(FONTS_SUITE); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO=none; fi; \
+	if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make fonts: no apt-get or no root/sudo: install these Debian font packages (or the same files): $$missing"; \
+		exit 1; fi; \
+	echo "make fonts: installing $$missing"; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null \
+		|| { $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }
 
 # The web page tests drive Debian's chromium (a browser is never downloaded). Installed only when missing;
 # without apt-get or the rights to use it, say so and go on: those tests then skip with the same advice.
@@ -61,7 +76,7 @@ browser:
 # worth of process start-up, imports and data generation, which the other process's work fills in
 # (docs/benchmarks.md: 13.9 min against 20.8 serial on 2 cores). TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
-test: install browser
+test: install fonts browser
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # pip-audit over .venv: fails on a known vulnerability, warns (exit 0) when the service cannot answer

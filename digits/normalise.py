@@ -10,8 +10,9 @@ import math
 import numpy as np
 from PIL import Image
 
+from digits.blobs import block_max, components
 from digits.decode import decode
-from digits.ink import block_max, components, ink_map
+from digits.ink import ink_map
 from digits.settings import DECODE, NORMALISE
 
 BOX = 20  # px: MNIST fits each digit's ink into 20x20 ...
@@ -79,9 +80,31 @@ def to_mnist(ink: np.ndarray) -> np.ndarray:
 
 def normalise(gray: np.ndarray) -> np.ndarray:
     """Grayscale [H, W] in [0, 1] -> float32 [28, 28] MNIST-style: white ink on black, 20x20 box,
-    centred by mass. A blank image gives all zeros."""
+    centred by mass. A blank image gives all zeros. An upload that already is a 28x28 digit passes
+    through as it is (inverted if it is dark on light)."""
+    ready = as_mnist(gray)
+    if ready is not None:
+        return ready
     ink = ink_map(gray)
     return np.zeros((SIZE, SIZE), np.float32) if ink is None else to_mnist(without_specks(ink))
+
+
+def as_mnist(gray: np.ndarray):
+    """A 28x28 upload whose border is background (`pass_share` of its pixels within `pass_border` of
+    black, or of white for dark ink: a few MNIST digits touch the edge) and that holds ink: already what the model expects (MNIST's own digits, a canvas a client scaled
+    itself), so float32 [28, 28] white on black as it is. Anything else: None. Normalising such an image
+    again moves its ink by a fraction of a pixel and costs accuracy (99.51% for MNIST test PNGs against
+    99.63% on the arrays, measured with the champion of the time)."""
+    if gray.shape != (SIZE, SIZE):
+        return None
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    if (border <= NORMALISE.pass_border).mean() >= NORMALISE.pass_share:
+        image = gray
+    elif (border >= 1 - NORMALISE.pass_border).mean() >= NORMALISE.pass_share:
+        image = 1 - gray
+    else:
+        return None
+    return image.astype(np.float32) if image.max() >= NORMALISE.blank_peak else None
 
 
 def without_specks(ink: np.ndarray) -> np.ndarray:

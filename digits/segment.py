@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 
-from digits.ink import Part, components, ink_map
+from digits.blobs import Part, components
+from digits.ink import ink_map
 from digits.normalise import to_mnist
 from digits.settings import SEGMENT
 

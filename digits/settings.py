@@ -34,6 +34,8 @@ class Normalise:
     max_stroke_steps: int
     speck_share: float
     speck_grid: int
+    pass_border: float
+    pass_share: float
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,29 @@ class Segment:
     piece_mass: float
 
 
+@dataclass(frozen=True)
+class Lines:
+    ink_share: float
+    gap_reach: int
+    candidate_share: float
+    min_page_px: int
+    min_run_px: int
+    min_run_share: float
+    full_share: float
+    clear_share: float
+    side_share: float
+    core_share: float
+    max_width_px: int
+    max_width_share: float
+    max_aspect: float
+    corner_px: int
+    lighter_line: float
+    max_skew_deg: float
+    skew_step_deg: float
+    skew_grid: int
+    skew_pixels: int
+
+
 class SettingsError(ValueError):
     """conf/image.toml cannot be used; the message names the file and the key."""
 
@@ -78,12 +103,12 @@ def section(kind, table, path):
 
 
 def load(path=CONF):
-    """-> (Decode, Normalise, Segment) from the file."""
+    """-> (Decode, Normalise, Lines, Segment) from the file."""
     try:
         conf = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise SettingsError(f"cannot read the image settings {path}: {e}") from e
-    return tuple(section(kind, conf.get(kind.__name__.lower(), {}), path) for kind in (Decode, Normalise, Segment))
+    return tuple(section(kind, conf.get(kind.__name__.lower(), {}), path) for kind in (Decode, Normalise, Lines, Segment))
 
 
-DECODE, NORMALISE, SEGMENT = load()
+DECODE, NORMALISE, LINES, SEGMENT = load()

@@ -12,8 +12,10 @@ conf/negatives/default.yaml's, in params.yaml. Writes data/drawn/negatives/{trai
 Plain .npy, not .npz: the bytes depend only on the content, so when digits/ changes without changing
 what normalise() outputs, the rerun writes identical files and DVC retrains nothing.
 
-Fonts are matplotlib's bundled DejaVu, STIX and Computer Modern; the robustness suite
-(testkit/uploads.py) draws its letters in Pillow's own font, which training never sees.
+Fonts are matplotlib's bundled DejaVu, STIX and Computer Modern, and Debian's handwriting-style Comic Neue,
+Because We Had To, Dancing Script, Humor Sans and Kaushan Script (`make fonts`). The robustness suite
+(testkit/uploads.py) draws its letters in Pillow's own font and in other handwriting fonts (dkg, Breip,
+Femkeklaver, Rufscript), which training never sees.
 """
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -22,19 +24,33 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from digits.ink import components
+from digits.blobs import components
 from digits.normalise import normalise
 from pipeline.params import load
 
 OUT_DIR = Path("data/drawn/negatives")
 
 
-def fonts():
+class FontError(RuntimeError):
+    pass
+
+
+def fonts(cfg):
+    """(print fonts, handwriting fonts): matplotlib's bundled ones, and the Debian handwriting-style fonts
+    the configuration names (`make fonts` installs them). A missing one is an error, not a quietly
+    different training set."""
     import matplotlib
 
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    return sorted(str(p) for p in folder.glob("*.ttf")
-                  if p.name.startswith(("DejaVu", "STIXGeneral", "cmr", "cmss", "cmti", "cmb")))
+    printed = sorted(str(p) for p in folder.glob("*.ttf")
+                     if p.name.startswith(("DejaVu", "STIXGeneral", "cmr", "cmss", "cmti", "cmb")))
+    handwriting = list(cfg["glyphs"]["handwriting"]["fonts"])
+    missing = [f for f in handwriting if not Path(f).is_file()]
+    if missing:
+        raise FontError(f"negatives: {len(missing)} handwriting font(s) missing, e.g. {missing[0]}: run `make fonts` "
+                        "(Debian's fonts-comic-neue fonts-bwht fonts-dancingscript fonts-humor-sans "
+                        "fonts-kaushanscript), or name others in conf/negatives/default.yaml glyphs.handwriting.fonts")
+    return printed, handwriting
 
 
 def page(rng, cfg):
@@ -45,11 +61,17 @@ def page(rng, cfg):
 
 
 def glyphs(rng, cfg, font_files):
-    """One to three letters or symbols in a random font, size, weight and tilt."""
+    """One to three letters or symbols in a random font (print or handwriting-style), size, weight and tilt."""
     image, ink = page(rng, cfg)
     g = cfg["glyphs"]
-    text = "".join(rng.choice(list(g["alphabet"]), size=int(rng.choice(g["count"]))))
-    font = ImageFont.truetype(str(rng.choice(font_files)), size=int(min(image.size) * rng.uniform(*g["size"])))
+    printed, handwriting = font_files
+    hand = g["handwriting"]
+    if rng.random() < hand["share"]:  # their glyphs: letters and ASCII symbols, no tofu boxes
+        alphabet, file = hand["alphabet"], rng.choice(handwriting)
+    else:
+        alphabet, file = g["alphabet"], rng.choice(printed)
+    text = "".join(rng.choice(list(alphabet), size=int(rng.choice(g["count"]))))
+    font = ImageFont.truetype(str(file), size=int(min(image.size) * rng.uniform(*g["size"])))
     layer = Image.new("L", image.size, 0)
     ImageDraw.Draw(layer).text((image.width / 2, image.height / 2), text, font=font, fill=255, anchor="mm",
                                stroke_width=int(rng.integers(g["stroke_px"][0], g["stroke_px"][1] + 1)), stroke_fill=255)
@@ -216,7 +238,7 @@ def generate(n, seed, cfg, workers=None):
 
 def draw_block(n, seed, cfg):
     rng = np.random.default_rng(seed)
-    font_files = fonts()
+    font_files = fonts(cfg)
     kinds, images = list(GENERATORS), []
     names = []
     while len(images) < n:

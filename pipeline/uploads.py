@@ -9,8 +9,8 @@ with `uploads: true` also train on these. Each is a *training* digit (never a va
 drawn once as a random upload, encoded as a PNG or JPEG, then decoded and normalised by the server's
 own code: the model learns what the server will actually show it.
 
-The mix of pens, papers, lighting and encodings (conf/uploads/default.yaml, in params.yaml) covers the
-kinds of upload issue #4 names. It is drawn here with its own code and wider ranges, independently of
+The mix of pens, papers, printed rules, grids and boxes, lighting, thumbnails and encodings
+(conf/uploads/default.yaml, in params.yaml) covers the kinds of upload issues #4 and #29 name. It is drawn here with its own code and wider ranges, independently of
 the robustness suite (testkit/uploads.py), which measures on test digits. Writes
 data/drawn/uploads/train.npy (uint8 [N, 28, 28], white on black) and train_labels.npy.
 Plain .npy as in pipeline/negatives.py: unchanged outputs give identical files, and DVC retrains nothing.
@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from digits.decode import decode
 from digits.normalise import normalise
@@ -55,6 +55,65 @@ def page(ink112, rng, cfg):
     return paper - (paper - ink) * mask, mask
 
 
+def printed(gray, mask, rng, cfg):
+    """Printed structure under the digit, drawn with Pillow's line tool: notebook rules (sometimes a margin),
+    a squared or dotted grid, or a form box around the digit's ink. The pen goes over the print: the
+    darker of the two."""
+    p = cfg["printed"]
+    h, w = gray.shape
+    rows, cols = np.flatnonzero(mask.max(axis=1) > 0.2), np.flatnonzero(mask.max(axis=0) > 0.2)
+    if not len(rows):
+        return gray
+    ink_h = rows[-1] - rows[0] + 1
+    sheet = Image.new("L", (w, h), 255)
+    draw = ImageDraw.Draw(sheet)
+    level = int(rng.uniform(*p["level"]))  # how dark the print is on white paper
+    width = int(rng.integers(p["width_px"][0], p["width_px"][1] + 1))
+    kind = rng.choice(["rules", "grid", "dots", "box"], p=p["kinds"])
+    if kind in ("rules", "grid", "dots"):
+        pitch = max(4.0, ink_h / rng.uniform(*p["pitch_per_digit"]))
+        for y in np.arange(rng.uniform(0, pitch), h, pitch):
+            if kind == "dots":
+                for x in np.arange(rng.uniform(0, pitch), w, pitch):
+                    draw.ellipse([x - width, y - width, x + width, y + width], fill=level)
+            else:
+                draw.line([(0, y), (w, y)], fill=level, width=width)
+        if kind == "grid":
+            for x in np.arange(rng.uniform(0, pitch), w, pitch):
+                draw.line([(x, 0), (x, h)], fill=level, width=width)
+        if kind == "rules" and rng.random() < p["margin"]:
+            x = rng.uniform(0.03, 0.3) * w
+            draw.line([(x, 0), (x, h)], fill=int(rng.uniform(*p["level"])), width=width)
+    else:  # a box around the digit's ink, a little larger or cutting into it
+        pad = ink_h * rng.uniform(*p["box_margin"])
+        x0, x1 = cols[0] - pad * rng.uniform(0.5, 1.5), cols[-1] + pad * rng.uniform(0.5, 1.5)
+        y0, y1 = rows[0] - pad * rng.uniform(0.5, 1.5), rows[-1] + pad * rng.uniform(0.5, 1.5)
+        draw.rectangle([x0, y0, x1, y1], outline=level, width=width)
+        if rng.random() < p["comb"]:
+            draw.line([(0, y0), (w, y0)], fill=level, width=width)
+            draw.line([(0, y1), (w, y1)], fill=level, width=width)
+    paper = float(np.median(gray))
+    print_on_paper = paper * np.asarray(sheet, np.float32) / 255
+    return np.minimum(gray, print_on_paper)
+
+
+def thumbnail(gray, mask, rng, cfg):
+    """A low-resolution copy: the page shrunk until the digit is a few dozen pixels or fewer, then often
+    scaled back up (nearest, bilinear or bicubic) and blurred, as a screenshot of a small image."""
+    t = cfg["thumbnail"]
+    h, w = gray.shape
+    rows = np.flatnonzero(mask.max(axis=1) > 0.2)
+    scale = min(1.0, rng.uniform(*t["digit_px"]) / max(rows[-1] - rows[0] + 1 if len(rows) else h, 1))
+    small = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)).resize(
+        (max(4, round(w * scale)), max(4, round(h * scale))), Image.BOX)
+    if rng.random() < t["upscaled"]:
+        factor = rng.uniform(*t["upscale"])
+        small = small.resize((round(small.width * factor), round(small.height * factor)),
+                             [Image.NEAREST, Image.BILINEAR, Image.BICUBIC][int(rng.integers(3))])
+        small = small.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 0.6) * factor)))
+    return np.asarray(small, np.float32)
+
+
 def photograph(gray, rng, cfg):
     """A phone photo of the page: a tilt, focus blur, light falling off across it, sensor noise."""
     photo = cfg["photo"]
@@ -82,9 +141,13 @@ def draw(digit, seed, cfg):
         rgba = np.zeros(mask.shape + (4,), np.uint8)
         rgba[..., 3] = (mask * 255).round().astype(np.uint8)
         return encode(Image.fromarray(rgba, "RGBA"), "PNG", compress_level=1)
-    gray, _ = page(ink112, rng, cfg)
+    gray, mask = page(ink112, rng, cfg)
+    if rng.random() < cfg["printed"]["share"]:
+        gray = printed(gray, mask, rng, cfg)
     if rng.random() < cfg["photo"]["share"]:
         gray = photograph(gray, rng, cfg)
+    if rng.random() < cfg["thumbnail"]["share"]:
+        gray = thumbnail(gray, mask, rng, cfg)
     if rng.random() < cfg["inverted"]:  # chalk on a blackboard, a screenshot in dark mode
         gray = 255 - gray
     image = Image.fromarray(np.clip(gray, 0, 255).round().astype(np.uint8))

@@ -126,6 +126,38 @@ drop.addEventListener("drop", (e) => {
   take(e.dataTransfer.files[0]);
 });
 
+// Sample photos (serve/static/samples/, from python -m testkit.samples): each is sent exactly as an upload.
+async function loadSamples() {
+  let index;
+  try {
+    index = await (await fetch("/static/samples/index.json")).json();
+  } catch (e) {
+    return; // no samples on this server: the gallery stays hidden
+  }
+  const list = $("sample-list");
+  for (const sample of index) {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "sample";
+    button.dataset.file = sample.file;
+    const img = document.createElement("img");
+    img.src = `/static/samples/${sample.file}`;
+    img.alt = "";
+    const caption = document.createElement("span");
+    caption.textContent = sample.caption;
+    button.append(img, caption);
+    button.addEventListener("click", async () => {
+      const blob = await (await fetch(img.src)).blob();
+      take(new File([blob], sample.file, { type: blob.type }));
+    });
+    item.append(button);
+    list.append(item);
+  }
+  $("samples").hidden = false;
+}
+loadSamples();
+
 // --- switches --------------------------------------------------------------------------------------
 
 for (const radio of document.querySelectorAll("input[name=source]")) {

@@ -45,7 +45,12 @@ def test_the_champion_was_chosen_and_calibrated_on_validation_data(pipeline):
 
 @pytest.mark.parametrize("condition", list(uploads.CONDITIONS))
 def test_single_digits(rows, condition):
-    assert rows[condition].value >= FLOORS["digit"], rows[condition]
+    floor = FLOORS["field" if condition in uploads.FIELD else "digit"]
+    assert rows[condition].value >= floor, rows[condition]
+
+
+def test_mnist_s_own_pngs_pass_through(rows):
+    assert rows[rb.PASS_THROUGH].value >= rows["mnist_arrays"].value - FLOORS["mnist_png_gap"]
 
 
 def test_written_numbers(rows):

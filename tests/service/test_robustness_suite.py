@@ -12,11 +12,21 @@ from testkit.server import server_env
 
 def test_the_suite_runs_through_the_api(client, digits):
     rows = rb.evaluate(client, *digits, 3, 0)
-    assert [r.condition for r in rows] == [*uploads.ALL, "ALL non-digits", "ALL real digits"]
+    names = list(uploads.ALL)
+    names.insert(names.index(rb.PASS_THROUGH) + 1, "mnist_arrays")  # its baseline, right after it
+    assert [r.condition for r in rows] == [*names, "ALL non-digits", "ALL real digits"]
     for row in rows:
         assert 0 <= row.value <= 1 and row.n >= 3
-        assert row.notes == ""  # nothing generated is refused by the API
+        assert row.notes in ("", "the same digits as arrays")  # nothing generated is refused by the API
     assert "| paper_jpeg | 3 | accuracy |" in rb.table(rows)
+
+
+def test_mnist_s_own_pngs_read_exactly_as_the_arrays(client, digits):
+    """The pass-through: MNIST's 28x28s sent as PNGs get the answers the same model gives the arrays."""
+    rows = {r.condition: r for r in rb.evaluate(client, *digits, 40, 0, [rb.PASS_THROUGH])}
+    assert rows[rb.PASS_THROUGH].value == rows["mnist_arrays"].value
+    assert rb.misses(list(rows.values()), {**rb.targets("robustness"), "digit": 0.0, "field": 0.0,
+                                           "digit_rejection": 1.0}) == []
 
 
 def test_a_target_is_judged_pooled_and_the_table_says_whether_it_holds_at_every_seed():

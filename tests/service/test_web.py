@@ -169,6 +169,28 @@ def test_an_uploaded_digit_is_read_right_and_shown(page, read_right):
     expect(page.locator("#answer")).to_have_text("–")
 
 
+def test_each_sample_photo_is_read_as_the_api_reads_that_file(page, server):
+    """The gallery's sample photos (serve/static/samples/): each click sends the file as an upload, and the
+    page shows what the API answers for exactly those bytes. Reached with the keyboard."""
+    index = json.loads((ROOT / "serve/static/samples/index.json").read_text())
+    page.focus("#source-draw")
+    page.keyboard.press("ArrowRight")
+    buttons = page.locator("#sample-list button")
+    expect(buttons).to_have_count(len(index))
+    for k, sample in enumerate(index):
+        status, body = fetch(server + "/predict", (ROOT / "serve/static/samples" / sample["file"]).read_bytes(),
+                             content_type="application/octet-stream")
+        answer = json.loads(body)
+        assert status == 200
+        expected = str(answer["prediction"]) if answer["prediction"] is not None else "–"
+        buttons.nth(k).focus()
+        page.keyboard.press("Enter")
+        expect(buttons.nth(k)).to_contain_text(sample["caption"])
+        expect(page.locator("#preview")).to_be_visible()
+        expect(page.locator("#answer")).to_have_text(expected)
+    page.screenshot(path=SHOTS / "samples.png", full_page=True)
+
+
 def test_a_non_image_upload_shows_the_api_error(page, server, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("this is not a picture of a digit\n")

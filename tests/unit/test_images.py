@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from digits.decode import ImageError, decode
-from digits.ink import block_max
+from digits.blobs import block_max
 from digits.normalise import even_strokes, filter3x3, normalise, stroke_width
 from digits.settings import NORMALISE
 from testkit.images import encode as encoded, on_paper as written

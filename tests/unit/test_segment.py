@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digits.ink import components, ink_map
+from digits.blobs import components
+from digits.ink import ink_map
 from digits.normalise import to_mnist
 from digits.segment import read, segment
 
