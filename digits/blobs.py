@@ -32,14 +32,21 @@ class Part:
         return Part(x0, y0, mask, ink, self.cut_from | other.cut_from)
 
 
+def row_runs(mask: np.ndarray):
+    """The runs of True in each row of a boolean [H, W]: (row, start, end) arrays, each run [start, end),
+    in row-major order."""
+    h, w = mask.shape
+    padded = np.zeros((h, w + 2), np.int8)
+    padded[:, 1:-1] = mask
+    step = np.diff(padded, axis=1)
+    row, start = np.nonzero(step == 1)
+    return row, start, np.nonzero(step == -1)[1]
+
+
 def components(ink, min_share):
     """8-connected components of ink > 0 with at least min_share of the largest one's ink, as Parts."""
     h, w = ink.shape
-    padded = np.zeros((h, w + 2), np.int8)
-    padded[:, 1:-1] = ink > 0
-    step = np.diff(padded, axis=1)
-    row, start = np.nonzero(step == 1)  # runs of ink [start, end) in each row, in row-major order
-    end = np.nonzero(step == -1)[1]
+    row, start, end = row_runs(ink > 0)  # runs of ink [start, end) in each row, in row-major order
     # Runs in the next row that touch a run (8-connectivity: columns overlap or meet at a corner) form a
     # contiguous range of the row-major list: find it by binary search on row * (w + 2) + column.
     key = row * (w + 2)

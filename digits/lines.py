@@ -17,7 +17,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from digits.blobs import block_max
+from digits.blobs import block_max, row_runs
 from digits.settings import LINES
 
 
@@ -37,20 +37,21 @@ def closed(mask: np.ndarray, reach: int) -> np.ndarray:
     return out
 
 
-def long_runs(mask: np.ndarray, min_run: int) -> np.ndarray:
-    """The pixels of mask that lie in a horizontal run of at least min_run pixels, gaps of up to
-    2 * gap_reach px bridged."""
-    mask = closed(mask, LINES.gap_reach)
-    h, w = mask.shape
-    padded = np.zeros((h, w + 2), np.int8)
-    padded[:, 1:-1] = mask
-    step = np.diff(padded, axis=1).ravel()
-    start, end = np.flatnonzero(step == 1), np.flatnonzero(step == -1)  # in the padded (w + 1)-wide raster
+def long_runs(runs, shape, min_run: int) -> np.ndarray:
+    """The pixels of an [H, W] mask that lie in one of its row runs (blobs.row_runs) of at least min_run
+    pixels."""
+    row, start, end = runs
+    h, w = shape
     keep = end - start >= min_run
     out = np.zeros(h * (w + 1) + 1, np.int32)
-    np.add.at(out, start[keep], 1)
-    np.add.at(out, end[keep], -1)
-    return (np.cumsum(out)[:-1].reshape(h, w + 1)[:, :w] > 0)
+    np.add.at(out, row[keep] * (w + 1) + start[keep], 1)
+    np.add.at(out, row[keep] * (w + 1) + end[keep], -1)
+    return np.cumsum(out)[:-1].reshape(h, w + 1)[:, :w] > 0
+
+
+def line_width(shape) -> float:
+    """The thickest a printed line is taken to be on a page of this shape, px."""
+    return max(LINES.max_width_px, LINES.max_width_share * min(shape))
 
 
 def projections(ys, xs, h, w, angle):
@@ -99,7 +100,7 @@ def tilt(mask: np.ndarray):
     factor = max(1, math.ceil(max(mask.shape) / LINES.skew_grid))
     small = block_max(mask, factor) if factor > 1 else mask
     h, w = small.shape
-    width = max(LINES.max_width_px, LINES.max_width_share * min(mask.shape))  # a line's, at most
+    width = line_width(mask.shape)
     near = max(2, math.ceil(width / factor) + 1)
     coarse = skew(small, np.arange(-LINES.max_skew_deg, LINES.max_skew_deg + 1e-9, LINES.skew_step_deg), near)
     ys, xs = np.nonzero(small)
@@ -130,18 +131,13 @@ def bands(lines: np.ndarray, mask: np.ndarray, full: int, max_width: int):
     return found
 
 
-def segments(mask: np.ndarray, taken: np.ndarray, min_length: int, max_width: int):
+def segments(runs, taken: np.ndarray, min_length: int, max_width: int):
     """Thin straight horizontal segments at least min_length long, outside the rows already taken by full
     lines: [(x0, x1, y0, y1)]. Each row's longest run (gaps bridged) is a candidate; consecutive rows whose
     runs overlap form a group, and a segment is the group's rows whose runs are at least `core_share` of
     its longest: a digit that touches a box's side joins the group with its shorter runs and stays out of
-    the segment."""
-    h, w = mask.shape
-    padded = np.zeros((h, w + 2), np.int8)
-    padded[:, 1:-1] = closed(mask, LINES.gap_reach)
-    step = np.diff(padded, axis=1)
-    row, start = np.nonzero(step == 1)
-    end = np.nonzero(step == -1)[1]
+    the segment. `runs`: blobs.row_runs of the mask, gaps bridged."""
+    row, start, end = runs
     length = end - start
     keep = (length >= min_length) & ~taken[row]
     row, start, end, length = row[keep], start[keep], end[keep], length[keep]
@@ -197,17 +193,17 @@ def widen(row: np.ndarray) -> np.ndarray:
 def find(mask: np.ndarray):
     """The printed lines of a binary ink mask, in its frame: (horizontal, vertical), each [(x0, x1, y0, y1)]
     (for vertical ones x and y as in the transposed mask)."""
-    h, w = mask.shape
-    max_width = max(LINES.max_width_px, round(LINES.max_width_share * min(h, w)))
+    max_width = round(line_width(mask.shape))
     found = []
     for m in (mask, mask.T):  # horizontal lines, then vertical ones as rows of the transpose
         rows, cols = m.shape
-        lines = long_runs(m, max(LINES.min_run_px, round(LINES.min_run_share * cols)))
+        runs = row_runs(closed(m, LINES.gap_reach))  # a faint line comes out of the threshold dashed
+        lines = long_runs(runs, m.shape, max(LINES.min_run_px, round(LINES.min_run_share * cols)))
         full = [(0, cols, y0, y1) for y0, y1 in bands(lines, m, round(LINES.full_share * cols), max_width)]
         taken = np.zeros(rows, bool)
         for _, _, y0, y1 in full:
             taken[max(y0 - 1, 0):y1 + 1] = True
-        found.append((full, segments(m, taken, round(LINES.side_share * cols), max_width)))
+        found.append((full, segments(runs, taken, round(LINES.side_share * cols), max_width)))
     (h_full, h_seg), (v_full, v_seg) = found
     # A segment is a box side when both its ends meet lines across it (full ones or other segments).
     # Vertical lines in the horizontal frame: transpose their boxes back.
@@ -232,9 +228,10 @@ def remove_lines(ink: np.ndarray, peak: float) -> np.ndarray:
         return ink
     # The projections put the tilt within a fraction of a degree; a long box side is straight only within
     # a pixel or two, so the neighbouring angles are tried too when the estimate finds nothing.
+    as_float = mask.astype(np.float32)
     for angle in estimate + LINES.skew_step_deg * np.array([0, -0.5, 0.5, -1, 1]):
         angle = float(angle) if abs(angle) >= LINES.skew_step_deg / 8 else 0.0
-        horizontal, vertical = find(rotate(mask.astype(np.float32), angle) > 0.5 if angle else mask)
+        horizontal, vertical = find(rotate(as_float, angle) > 0.5 if angle else mask)
         if horizontal or vertical:
             break
     else:
