@@ -46,7 +46,7 @@ ui: install
 		--host $(HOST) --port $${UI_PORT:-5000}
 
 # Handwriting-style fonts: training draws "not a digit" letters in some (conf/negatives/default.yaml), the
-# robustness suite measures with others (testkit/uploads.py). Debian's packages, installed when missing.
+# robustness suite measures with others (testkit/field.py). Debian's packages, installed when missing.
 FONTS_TRAIN := fonts-comic-neue fonts-bwht fonts-dancingscript fonts-humor-sans fonts-kaushanscript
 FONTS_SUITE := fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-rufscript
 fonts:

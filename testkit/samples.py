@@ -26,8 +26,8 @@ SAMPLES = {
     "low_res": (8, "A thumbnail"),
     "phone_photo": (6, "A phone photo"),
 }
-SEEDS = {"coloured_ink": 1}
-PNG = b"\x89PNG"  # the first seed that draws a sticky note
+SEEDS = {"coloured_ink": 1}  # the first seed that draws a sticky note
+PNG = b"\x89PNG"
 
 
 def write(folder=ROOT / "serve" / "static" / "samples"):
