@@ -111,24 +111,43 @@ def tilt(mask: np.ndarray):
     return skew(mask, coarse + step * np.arange(-4, 5), math.ceil(width) + 1), True
 
 
-def bands(lines: np.ndarray, mask: np.ndarray, full: int, max_width: int):
-    """Row bands of a long-run mask whose rows each hold at least `full` line pixels, at most max_width
-    rows thick, with paper just above and below along most of their length (`clear_share` of the columns
-    they cover, two rows out): [(first row, last row + 1)]. A thick stroke that crosses a tight crop (a 7's
-    bar) has ink above and below its fullest rows; a printed line has it only where a stroke crosses."""
-    rows = np.flatnonzero(lines.sum(axis=1) >= full)
+def bands(lines: np.ndarray, mask: np.ndarray, full, max_width: int):
+    """Row bands of a long-run mask whose rows each hold at least `full` line pixels (a number, or one per
+    row), at most max_width rows thick, with paper just above and below along most of their length
+    (`clear_share` of the columns they cover, two rows out): [(first row, last row + 1)]. A band grows by
+    the rows beside it that hold `edge_share` of what `full` asks, while it stays that thin and clear: the
+    same line, not quite level once the tilt is undone, staircased across a few rows. A thick stroke that
+    crosses a tight crop (a 7's bar) has ink above and below its fullest rows; a printed line has it only
+    where a stroke crosses."""
+    counts = lines.sum(axis=1)
+    edge = counts >= np.asarray(full) * (LINES.edge_share / LINES.full_share)
+    rows = np.flatnonzero(counts >= full)
     h = mask.shape[0]
     found = []
-    for run in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1) if len(rows) else []:
+    # Rows one apart are one band: a double margin line, or a line a JPEG split.
+    for run in np.split(rows, np.flatnonzero(np.diff(rows) > 2) + 1) if len(rows) else []:
         y0, y1 = int(run[0]), int(run[-1]) + 1
         if y1 - y0 > max_width:
             continue
-        covered = lines[y0:y1].any(axis=0)
-        above = mask[y0 - 2] if y0 >= 2 else np.zeros_like(covered)
-        below = mask[y1 + 1] if y1 + 1 < h else np.zeros_like(covered)
-        if (~above & ~below)[covered].mean() >= LINES.clear_share:
-            found.append((y0, y1))
+        wide0, wide1 = y0, y1
+        while wide0 > 0 and edge[wide0 - 1] and wide1 - wide0 < max_width:
+            wide0 -= 1
+        while wide1 < h and edge[wide1] and wide1 - wide0 < max_width:
+            wide1 += 1
+        for b0, b1 in ((wide0, wide1), (y0, y1)) if (wide0, wide1) != (y0, y1) else ((y0, y1),):
+            if clear(lines, mask, b0, b1):
+                found.append((b0, b1))
+                break
     return found
+
+
+def clear(lines: np.ndarray, mask: np.ndarray, y0: int, y1: int) -> bool:
+    """Whether the rows two out from the band y0..y1-1 are paper along `clear_share` of the columns its
+    long runs cover."""
+    covered = lines[y0:y1].any(axis=0)
+    above = mask[y0 - 2] if y0 >= 2 else np.zeros_like(covered)
+    below = mask[y1 + 1] if y1 + 1 < mask.shape[0] else np.zeros_like(covered)
+    return bool((~above & ~below)[covered].mean() >= LINES.clear_share)
 
 
 def segments(runs, taken: np.ndarray, min_length: int, max_width: int):
@@ -190,16 +209,21 @@ def widen(row: np.ndarray) -> np.ndarray:
     return out
 
 
-def find(mask: np.ndarray):
+def find(mask: np.ndarray, page=None):
     """The printed lines of a binary ink mask, in its frame: (horizontal, vertical), each [(x0, x1, y0, y1)]
-    (for vertical ones x and y as in the transposed mask)."""
+    (for vertical ones x and y as in the transposed mask). page: where the upload itself lies in this
+    frame (a levelled photo's corners are outside it), None for all of it."""
     max_width = round(line_width(mask.shape))
     found = []
-    for m in (mask, mask.T):  # horizontal lines, then vertical ones as rows of the transpose
+    for m, inside in ((mask, page), (mask.T, None if page is None else page.T)):  # rows, then columns
         rows, cols = m.shape
         runs = row_runs(closed(m, LINES.gap_reach))  # a faint line comes out of the threshold dashed
         lines = long_runs(runs, m.shape, max(LINES.min_run_px, round(LINES.min_run_share * cols)))
-        full = [(0, cols, y0, y1) for y0, y1 in bands(lines, m, round(LINES.full_share * cols), max_width)]
+        # A full line covers full_share of the page's own span in its row: on a tilted page, levelled,
+        # the rule nearest an edge runs out of the photo part way along (kept, it framed the digit with a
+        # bar). Never under full_share of half the width.
+        span = np.full(rows, cols) if inside is None else np.maximum(inside.sum(axis=1), cols / 2)
+        full = [(0, cols, y0, y1) for y0, y1 in bands(lines, m, np.round(LINES.full_share * span), max_width)]
         taken = np.zeros(rows, bool)
         for _, _, y0, y1 in full:
             taken[max(y0 - 1, 0):y1 + 1] = True
@@ -231,7 +255,8 @@ def remove_lines(ink: np.ndarray, peak: float) -> np.ndarray:
     as_float = mask.astype(np.float32)
     for angle in estimate + LINES.skew_step_deg * np.array([0, -0.5, 0.5, -1, 1]):
         angle = float(angle) if abs(angle) >= LINES.skew_step_deg / 8 else 0.0
-        horizontal, vertical = find(rotate(as_float, angle) > 0.5 if angle else mask)
+        horizontal, vertical = (find(rotate(as_float, angle) > 0.5, rotate(np.ones_like(as_float), angle) > 0.5)
+                                if angle else find(mask))
         if horizontal or vertical:
             break
     else:

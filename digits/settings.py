@@ -74,6 +74,7 @@ class Lines:
     min_run_px: int
     min_run_share: float
     full_share: float
+    edge_share: float
     clear_share: float
     side_share: float
     core_share: float
