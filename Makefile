@@ -28,7 +28,7 @@ params: install
 
 # PROFILE=quick (the default: dense, cnn and the quick champion recipe, ~10 min on 2 cores) or full (every
 # recipe incl. the long trainings and the ensemble, hours): conf/experiment/full.yaml. Progress and
-# reports/run.log: pipeline/run.py.
+# data/run.log: pipeline/run.py.
 PROFILE ?= quick
 repro: install fonts
 	$(BIN)/python -m pipeline.run --profile $(PROFILE)

@@ -5,7 +5,7 @@
     python benchmarks/make_run.py --keep /tmp/fresh  # keeps the clone (its champion, mlruns/, reports/)
 
 Prints each step's time as it happens (install, every stage, the server's start) and a table at the end;
-the clone's reports/run.log holds the pipeline's own. Committed work only (a clone sees HEAD). pip's
+the clone's data/run.log holds the pipeline's own. Committed work only (a clone sees HEAD). pip's
 cache is whatever this machine has: a first install ever also downloads the wheels. Exits 1 when the
 whole takes longer than conf/targets.yaml's make_run.minutes, or the champion's MNIST test accuracy is
 under make_run.mnist_test.

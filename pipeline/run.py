@@ -1,4 +1,4 @@
-"""`make repro`: `dvc repro` with progress a person can follow, and the whole run in reports/run.log.
+"""`make repro`: `dvc repro` with progress a person can follow, and the whole run in data/run.log.
 
     python -m pipeline.run                 # dvc repro, as `make repro` runs it
     python -m pipeline.run --profile full  # params.yaml composed with conf/experiment/full.yaml first
@@ -6,7 +6,7 @@
 Composes params.yaml from conf/ (the profile: `quick`, the default, or `full`), then runs `dvc repro` and
 prints each stage as it starts ("stage 4 of 12: train@robust_fast, 1 min 32 s in") and as it ends (its
 time), dvc's and the stages' own lines in between, and at the end every stage's time. Everything printed
-also goes to reports/run.log. The exit status is dvc's.
+also goes to data/run.log. The exit status is dvc's.
 """
 import argparse
 import os
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipeline.params import PARAMS, compose_params, dump
 
-LOG = Path("reports/run.log")
+LOG = Path("data/run.log")
 PROFILES = {"quick": [], "full": ["+experiment=full"]}
 STARTED = re.compile(r"^Running stage '([^']+)'")
 SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
