@@ -28,6 +28,8 @@ def digits(images28, champion, probabilities=None, debug=False) -> list:
             answer.update(prediction=None, reason="blank", confidence=0.0, probabilities=[0.0] * 10, not_a_digit=1.0)
         elif ten[best] < champion.rejection_threshold:
             answer.update(prediction=None, reason="not_a_digit")
+        if answer.get("reason") != "blank":  # an empty square has no confidence to drift
+            metrics.CONFIDENCE.observe(float(ten[best]))
         metrics.PREDICTIONS.labels(str(answer["prediction"]) if answer["prediction"] is not None else answer["reason"]).inc()
         if debug:
             answer["input"] = png_data_url(image28)  # the 28x28 the model saw

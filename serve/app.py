@@ -1,9 +1,10 @@
 """The Flask application factory: `create_app()` loads the verified champion and registers the routes
-(serve/routes.py), the JSON errors (serve/errors.py) and the metrics hooks (serve/metrics.py)."""
+(serve/routes.py), the JSON errors (serve/errors.py), the request id and access log (serve/access.py)
+and the metrics hooks (serve/metrics.py)."""
 from flask import Flask
 from werkzeug.datastructures import ImmutableDict
 
-from serve import errors, metrics, routes
+from serve import access, errors, metrics, routes
 from serve.config import Settings
 from serve.model import Registry, Serving, load_champion
 from serve.uploads import InMemoryRequest
@@ -33,6 +34,7 @@ def create_app(champion=None, settings=None, registry=None):
     metrics.MODEL.labels(champion.label).set(1)
     app.serving.watch(settings.model_poll_seconds)
 
+    access.install(app, access.AccessLog(settings.access_log, settings.log_format))
     metrics.instrument(app)
     errors.register(app)
     app.register_blueprint(routes.api)

@@ -9,6 +9,9 @@ HOST / PORT / WORKERS / THREADS in serve/gunicorn.conf.py.)
     MAX_BATCH_IMAGES=64         images per POST /predict/batch
     MODEL_POLL_SECONDS=30       how often to ask the registry whether the alias moved (0: never)
     ONNX_THREADS=1              onnxruntime threads per worker (workers x threads should not exceed the cores)
+    LOG_FORMAT=text             the access log (serve/access.py) and the server's own log lines: text or json
+    ACCESS_LOG=off              where the access log goes: - (stdout), a file to append to, or off (the
+                                default in process; serve/gunicorn.conf.py makes it - for the server)
 """
 import math
 import os
@@ -19,6 +22,13 @@ from digits.settings import DECODE
 
 class ConfigError(ValueError):
     """A setting in the environment that cannot be used; the message names it."""
+
+
+def env_choice(name, default, choices):
+    value = os.environ.get(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def env_number(name, default, kind=int, minimum=1):
@@ -41,3 +51,5 @@ class Settings:
     max_batch_images: int = field(default_factory=lambda: env_number("MAX_BATCH_IMAGES", 64))
     model_poll_seconds: float = field(default_factory=lambda: env_number("MODEL_POLL_SECONDS", 30.0, float, 0))
     onnx_threads: int = field(default_factory=lambda: env_number("ONNX_THREADS", 1))
+    log_format: str = field(default_factory=lambda: env_choice("LOG_FORMAT", "text", ("text", "json")))
+    access_log: str = field(default_factory=lambda: os.environ.get("ACCESS_LOG", "off"))

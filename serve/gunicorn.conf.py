@@ -19,9 +19,19 @@ threads = int(os.environ.get("THREADS", "2"))
 timeout = 30  # a worker stuck this long is killed and replaced
 graceful_timeout = 20  # SIGTERM: stop accepting, finish in-flight requests for up to this long
 keepalive = 5
-accesslog = os.environ.get("ACCESS_LOG", "-")
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'  # with the time each request took
+# The access log is the app's own (serve/access.py: request id, model, prediction; LOG_FORMAT=text|json),
+# written by each worker to ACCESS_LOG (stdout by default): gunicorn's would say the same without them.
+os.environ.setdefault("ACCESS_LOG", "-")
+accesslog = None
 errorlog = "-"
+logconfig_dict = {}
+if os.environ.get("LOG_FORMAT") == "json":  # gunicorn's own lines (boot, worker exits) as JSON too
+    logconfig_dict = {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "serve.access.JsonFormatter"}},
+        "handlers": {name: {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+                     for name in ("console", "error_console")},  # gunicorn's own handler names
+        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False}}}
 # No request line or header can tie up a worker: gunicorn's defaults, stated (tests/service/test_security.py).
 # Over them gunicorn itself answers 400 (request line) or 431 (headers), as text/html, not JSON.
 limit_request_line = 4094  # bytes of "METHOD /path?query HTTP/1.1"; our longest URL is /predict/batch?debug=false

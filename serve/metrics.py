@@ -19,6 +19,13 @@ PREDICTIONS = Counter("digits_predictions_total", "Digits predicted, by class", 
 REJECTED = Counter("digits_rejected_uploads_total", "Uploads refused, by error code", ["reason"])
 RELOADS = Counter("digits_model_switches_total", "Alias moves seen: switched to the new version or refused it",
                   ["outcome"])
+IN_FLIGHT = Gauge("digits_http_requests_in_flight", "Requests being answered now", multiprocess_mode="livesum")
+MODEL_LATENCY = Histogram("digits_model_seconds", "Time in the model alone (onnxruntime, one call of a batch)",
+                          buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1))
+# The calibrated confidence of each answer's best digit, answered or refused: when uploads drift from
+# what the model knows, this histogram's mass moves down before any label says so.
+CONFIDENCE = Histogram("digits_prediction_confidence", "Calibrated probability of the best digit, per image",
+                       buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0))
 MODEL = Gauge("digits_model_version_info", "1 for the model version being served", ["model"],
               multiprocess_mode="max")
 
@@ -39,6 +46,8 @@ def instrument(app):
     @app.before_request
     def start_clock():
         g.started = time.perf_counter()
+        IN_FLIGHT.inc()
+        g.in_flight = True
 
     @app.after_request
     def count(response):
@@ -46,6 +55,11 @@ def instrument(app):
         REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         LATENCY.labels(route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
         return response
+
+    @app.teardown_request
+    def leave(_error):  # runs whatever happened, so a failed request does not stay "in flight"
+        if g.pop("in_flight", False):
+            IN_FLIGHT.dec()
 
 
 def switched(outcome, old, new):

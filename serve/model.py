@@ -19,6 +19,7 @@ import numpy as np
 
 from digits.contract import ALIAS, DEFAULT_TRACKING_URI, MODEL_NAME, sha256, with_temperature
 from digits.normalise import to_model_input
+from serve import metrics
 # An MLflow tracking server that does not answer must be an error within seconds. MLflow's own defaults (7
 # retries, backoff factor 2, 120 s timeout) kept a server starting against a dead URI silent for ~250 s
 # (measured). Here: 3 tries over ~3 s, 10 s per connect/read. A running server keeps its model and polls
@@ -53,7 +54,8 @@ class Champion:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 [N, 28, 28, 1] in [0, 1] -> [N, 10] probabilities (or [N, 11]: index 10 is "not a digit")."""
-        return self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
+        with metrics.MODEL_LATENCY.time():
+            return self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
 
     @property
     def temperature(self) -> float:

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app
 from digits.decode import ImageError, decode
 from digits.normalise import normalise
 from digits.segment import read as segment_and_read
-from serve import answers, metrics, uploads
+from serve import access, answers, metrics, uploads
 from serve.openapi import docs_page, openapi
 
 api = Blueprint("api", __name__)
@@ -30,21 +30,26 @@ api.before_request(uploads.check_parameters)
 def predict():
     champion, limit = current_app.serving.champion, current_app.settings.max_image_pixels
     image28 = normalise(decode(uploads.upload_bytes(), limit))
-    return {**answers.digits([image28], champion, debug=uploads.debug())[0], "model": champion.label}
+    answer = answers.digits([image28], champion, debug=uploads.debug())[0]
+    access.note(champion.label, said(answer))
+    return {**answer, "model": champion.label}
 
 
 @api.post("/predict/batch")
 def predict_batch():
     champion, settings = current_app.serving.champion, current_app.settings
-    results = []
+    results, images28 = [], []
     for index, upload in enumerate(uploads.batch_files(settings.max_batch_images)):
         entry = {"index": index, "filename": upload.filename}
         try:  # one bad image is an error entry for that image, not a failed request
-            image28 = normalise(decode(upload.read(), settings.max_image_pixels))
-            results.append({**entry, **answers.digits([image28], champion, debug=uploads.debug())[0]})
+            images28.append(normalise(decode(upload.read(), settings.max_image_pixels)))
         except ImageError as e:
             metrics.REJECTED.labels(e.code).inc()
-            results.append({**entry, "error": {"code": e.code, "message": e.message, "status": e.status}})
+            entry["error"] = {"code": e.code, "message": e.message, "status": e.status}
+        results.append(entry)
+    read = iter(answers.digits(images28, champion, debug=uploads.debug()) if images28 else [])  # one model call
+    results = [entry if "error" in entry else {**entry, **next(read)} for entry in results]
+    access.note(champion.label, [said(r) if "error" not in r else "error" for r in results])
     return {"results": results, "model": champion.label}
 
 
@@ -52,7 +57,9 @@ def predict_batch():
 def read():
     champion, limit = current_app.serving.champion, current_app.settings.max_image_pixels
     found = segment_and_read(decode(uploads.upload_bytes(), limit), champion.calibrated)
-    return answers.number(found, champion, debug=uploads.debug())
+    answer = answers.number(found, champion, debug=uploads.debug())
+    access.note(champion.label, answer["number"] if answer["number"] is not None else answer["reason"])
+    return answer
 
 
 @ops.get("/")
@@ -93,6 +100,11 @@ def openapi_json():
 @ops.get("/docs")
 def docs():
     return Response(docs_page(openapi(current_app.settings)), content_type="text/html; charset=utf-8")
+
+
+def said(answer):
+    """An answer in one word for the access log: the digit, or why there is none."""
+    return answer["prediction"] if answer["prediction"] is not None else answer["reason"]
 
 
 def redacted(text):

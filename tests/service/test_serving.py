@@ -313,7 +313,7 @@ def test_the_real_gunicorn_server_answers_over_http_and_drains_on_sigterm(bundle
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=30)[0]
     assert server.returncode == 0, output
-    assert '"POST /predict HTTP/1.1" 200' in output  # the access log
+    assert re.search(r"\"POST /predict HTTP/1.1\" 200 \d+ [\d.]+ms id=[0-9a-f]{32} model=digits@3 prediction=", output)  # the access log
 
 
 def test_gunicorn_without_a_model_exits_with_a_clear_message(tmp_path):
