@@ -15,6 +15,9 @@ INPUT = "float32 [N,28,28,1] in [0,1], white ink on black"
 
 EXPERIMENT = "digits"  # MLflow experiment of the training runs
 MODEL_NAME = "digits"  # registered model name
+# The INT8 copy of a version of NAME is registered as NAME-int8 (pipeline/quantise.py) and served in its place.
+INT8_SUFFIX = "-int8"
+INT8_MODEL_NAME = MODEL_NAME + INT8_SUFFIX
 ALIAS = "champion"  # the alias the register stage moves and servers follow
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # MLFLOW_TRACKING_URI overrides it
 
@@ -40,3 +43,20 @@ def digit_confidence(probs):
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def answer(image28, probabilities, rejection_threshold) -> dict:
+    """What the API says of one normalised image, given the model's calibrated probabilities for it ([10] or
+    [11]): the best digit and how sure, or prediction None with the reason, "blank" (no ink at all: the
+    model's opinion of an empty square means nothing) or "not_a_digit" (its best digit is under the
+    threshold). serve/answers.py and the MLflow pyfunc model (digits/pyfunc.py) both answer with it."""
+    ten = probabilities[:10]
+    best = int(np.argmax(ten))
+    said = {"prediction": best, "confidence": round(float(ten[best]), 6),
+            "probabilities": [round(float(x), 6) for x in ten],
+            "not_a_digit": round(max(0.0, 1.0 - float(ten.sum())), 6)}
+    if not image28.any():
+        said.update(prediction=None, reason="blank", confidence=0.0, probabilities=[0.0] * 10, not_a_digit=1.0)
+    elif ten[best] < rejection_threshold:
+        said.update(prediction=None, reason="not_a_digit")
+    return said

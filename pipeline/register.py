@@ -8,12 +8,22 @@ The test split
 plays no part in the choice. The alias only moves after the registered version's
 model.onnx has been downloaded back from the registry and its sha256 checked: `champion` never
 points at an unverified or half-logged version. Writes champion/champion.json and champion/report.md.
+
+What is registered is the training run's `served` model: the trained model.onnx byte for byte, its
+temperature and threshold (serving.json), and MLflow's python_function flavour answering as the API does
+(digits/pyfunc.py, with the core's code), so `mlflow models serve -m models:/digits@champion` and
+MLflow's own `load_model` (mlflow.pyfunc) read image bytes the way POST /predict does. Logged once per run and evaluation.
 """
 import hashlib
+import importlib.metadata
 import json
+import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
+
+import digits
 
 from digits.contract import ALIAS, INPUT, MODEL_NAME
 from pipeline import tracking
@@ -25,6 +35,61 @@ CHAMPION_DIR = Path("champion")
 
 class RegisterError(RuntimeError):
     pass
+
+
+SERVED = "served"  # the logged model that is registered (a LoggedModel of the training run)
+SERVED_TAG = "served_model"  # the run's tag: {"uri", "serving"} of its served model, to log it once
+SERVING_KEYS = ("temperature", "rejection_threshold", "variant")
+
+
+class ServedFlavour:
+    """What Model.log calls to write the served model's folder: model.onnx (the trained bytes), serving.json,
+    code/ (the core package and conf/image.toml), requirements, and the MLmodel's flavours: `onnx` (the bare
+    graph, for mlflow.onnx.load_model) and `python_function` (digits.pyfunc: bytes in, the API's answers out)."""
+    __name__ = "digits"
+
+    def __init__(self, onnx_bytes, serving):
+        self.onnx_bytes, self.serving = onnx_bytes, serving
+
+    def save_model(self, path, mlflow_model, **_):
+        from digits import pyfunc
+        from digits.settings import CONF
+
+        from mlflow import pyfunc as mlflow_pyfunc
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "model.onnx").write_bytes(self.onnx_bytes)
+        (path / pyfunc.SERVING).write_text(json.dumps(self.serving, indent=2, sort_keys=True) + "\n")
+        shutil.copytree(Path(digits.__file__).parent, path / "code" / "digits", ignore=shutil.ignore_patterns("__pycache__"))
+        (path / "code" / "conf").mkdir()
+        shutil.copy(CONF, path / "code" / "conf" / "image.toml")
+        pins = [f"{p}=={importlib.metadata.version(p)}" for p in ("numpy", "pillow", "onnxruntime")]
+        (path / "requirements.txt").write_text("\n".join(pins) + "\n")
+        (path / "python_env.yaml").write_text(f"python: {platform.python_version()}\nbuild_dependencies:\n- pip\n"
+                                             "dependencies:\n- -r requirements.txt\n")
+        mlflow_model.add_flavor("onnx", onnx_version=importlib.metadata.version("onnx"), data="model.onnx",
+                                providers=["CPUExecutionProvider"])
+        mlflow_pyfunc.add_to_model(mlflow_model, loader_module="digits.pyfunc", data="model.onnx", code="code",
+                                   python_env="python_env.yaml")
+        mlflow_model.save(str(path / "MLmodel"))
+
+
+def served_model(mlflow, client, best) -> str:
+    """The served model of the best run (logged now unless the run has one for this evaluation) -> its URI."""
+    run = client.get_run(best["run_id"])
+    serving = {k: best[k] for k in SERVING_KEYS} | {"classes": best.get("class_names", [str(d) for d in range(10)])}
+    known = json.loads(run.data.tags.get(SERVED_TAG, "{}"))
+    if known.get("serving") == serving:
+        return known["uri"]
+    with tempfile.TemporaryDirectory() as tmp:
+        trained = Path(mlflow.artifacts.download_artifacts(best["model_uri"], dst_path=tmp)) / "model.onnx"
+        onnx_bytes = trained.read_bytes()
+    from mlflow.models import Model
+
+    info = Model.log(artifact_path=None, name=SERVED, flavor=ServedFlavour(onnx_bytes, serving), run_id=best["run_id"])
+    retried(client.set_tag, best["run_id"], SERVED_TAG, json.dumps({"uri": info.model_uri, "serving": serving}))
+    return info.model_uri
 
 
 def candidates(names):
@@ -95,13 +160,14 @@ def register(best, params):
     # A version of this run may exist already: registered by an earlier run of this stage, by one running
     # beside this one, or by one killed before it tagged the version or moved the alias. Reuse it (it is
     # verified and tagged below like a new one) rather than pile up duplicate, half-tagged versions.
+    model_uri = served_model(mlflow, client, best)
     existing = sorted((v for v in client.search_model_versions(f"name='{MODEL_NAME}'")
-                       if v.run_id == best["run_id"] and v.source == best["model_uri"] and v.status == "READY"),
+                       if v.run_id == best["run_id"] and v.source == model_uri and v.status == "READY"),
                       key=lambda v: int(v.version))
     if existing:
         version = existing[0]
     else:
-        version = mlflow.register_model(best["model_uri"], MODEL_NAME,
+        version = mlflow.register_model(model_uri, MODEL_NAME,
                                         tags={"variant": best["variant"], "run_id": best["run_id"]})
         for _ in range(60):
             version = client.get_model_version(MODEL_NAME, version.version)

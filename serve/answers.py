@@ -9,6 +9,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from digits import contract
 from serve import metrics
 
 
@@ -19,17 +20,9 @@ def digits(images28, champion, probabilities=None, debug=False) -> list:
         probabilities = champion.calibrated(np.stack(images28)[..., None])
     answers = []
     for image28, p in zip(images28, probabilities):
-        ten = p[:10]
-        best = int(np.argmax(ten))
-        answer = {"prediction": best, "confidence": round(float(ten[best]), 6),
-                  "probabilities": [round(float(x), 6) for x in ten],
-                  "not_a_digit": round(max(0.0, 1.0 - float(ten.sum())), 6)}
-        if not image28.any():  # no ink at all: the model's opinion of an empty square means nothing
-            answer.update(prediction=None, reason="blank", confidence=0.0, probabilities=[0.0] * 10, not_a_digit=1.0)
-        elif ten[best] < champion.rejection_threshold:
-            answer.update(prediction=None, reason="not_a_digit")
+        answer = contract.answer(image28, p, champion.rejection_threshold)
         if answer.get("reason") != "blank":  # an empty square has no confidence to drift
-            metrics.CONFIDENCE.observe(float(ten[best]))
+            metrics.CONFIDENCE.observe(answer["confidence"])
         metrics.PREDICTIONS.labels(str(answer["prediction"]) if answer["prediction"] is not None else answer["reason"]).inc()
         if debug:
             answer["input"] = png_data_url(image28)  # the 28x28 the model saw

@@ -58,7 +58,10 @@ def third_party(path: Path) -> set:
 
 def test_the_core_needs_numpy_and_pillow_only_and_imports_no_other_part_of_the_project():
     for path in sorted((ROOT / "digits").glob("*.py")):
-        assert third_party(path) <= {"numpy", "PIL"}, path.name
+        # digits/pyfunc.py is MLflow's loader of the registered model (pipeline/register.py ships it with the
+        # model): it runs model.onnx, so it alone may import onnxruntime. Nothing in pipeline/ or serve/ imports it.
+        allowed = {"numpy", "PIL", "onnxruntime"} if path.name == "pyfunc.py" else {"numpy", "PIL"}
+        assert third_party(path) <= allowed, path.name
         assert not {m.split(".")[0] for m in imports(path)} & {"pipeline", "serve", "testkit"}, path.name
 
 
