@@ -11,4 +11,7 @@ try:
     champion = load_champion()
 except (ModelError, ConfigError) as e:
     sys.exit(f"serve: {e}")
-print(f"serve: champion {champion.label} ({champion.tags.get('variant')}), sha256 {champion.sha256[:12]}… verified")
+copy = f", the INT8 copy of {champion.quantised_from}" if champion.quantised_from else ""
+print(f"serve: champion {champion.label} ({champion.tags.get('variant')}{copy}), sha256 {champion.sha256[:12]}… verified")
+if champion.note:
+    print(f"serve: float, because {champion.note}")

@@ -1,6 +1,7 @@
 """The serving settings, read from the environment once, with their defaults. (Which model is served,
-MODEL_DIR or MODEL_NAME / MODEL_ALIAS / MLFLOW_TRACKING_URI, is resolved in serve/model.py; gunicorn's
-HOST / PORT / WORKERS / THREADS in serve/gunicorn.conf.py.)
+MODEL_DIR or MODEL_NAME / MODEL_ALIAS / MLFLOW_TRACKING_URI, and MODEL_PRECISION=int8|float (the INT8
+copy of the champion where one passed its check, or always the float one), is resolved in
+serve/model.py; gunicorn's HOST / PORT / WORKERS / THREADS in serve/gunicorn.conf.py.)
 
     MAX_UPLOAD_BYTES=10485760   a request body over this is refused (413) before it is read
     MAX_IMAGE_PIXELS=40000000   an image over this is refused (422) from its header, before decoding (the

@@ -5,6 +5,11 @@ Never TensorFlow here: onnxruntime answers a 28x28 digit in ~0.03 ms, TensorFlow
 A model is served only after two checks: its sha256 equals the one the register stage recorded, and it
 reads the known digits in serve/selftest/ correctly through the same decode -> normalise -> model path
 as an upload.
+
+MODEL_PRECISION=int8 (the default) serves NAME-int8@champion in place of NAME@champion when it is the INT8
+copy of that very version (its source_version and source_sha256 tags say so: pipeline/quantise.py) and it
+passes the same two checks; otherwise the float version serves and the log and /model say why.
+MODEL_PRECISION=float always serves the float version.
 """
 import json
 import logging
@@ -17,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.contract import ALIAS, DEFAULT_TRACKING_URI, MODEL_NAME, sha256, with_temperature
+from digits.contract import ALIAS, DEFAULT_TRACKING_URI, INT8_SUFFIX, MODEL_NAME, sha256, with_temperature
 from digits.normalise import to_model_input
 from serve import metrics
+from serve.config import env_choice
 # An MLflow tracking server that does not answer must be an error within seconds. MLflow's own defaults (7
 # retries, backoff factor 2, 120 s timeout) kept a server starting against a dead URI silent for ~250 s
 # (measured). Here: 3 tries over ~3 s, 10 s per connect/read. A running server keeps its model and polls
@@ -47,6 +53,9 @@ class Champion:
     session: object = field(repr=False)
     source: str = "registry"
     model_bytes: bytes = field(repr=False, default=b"")  # the verified file, for `python -m serve bundle`
+    quantised_from: str | None = None  # "digits@7" when this is the INT8 copy of that version
+    loaded_for: str = ""  # the registry's key when this was loaded (Registry.version): a new key is a switch
+    note: str | None = None  # why the INT8 copy is not the one serving, when it is not
 
     @property
     def label(self) -> str:
@@ -80,7 +89,7 @@ class Champion:
         metrics = {k: float(v) for k, v in self.tags.items() if k in METRIC_TAGS}
         return {"name": self.name, "version": self.version, "alias": self.alias, "run_id": self.run_id,
                 "sha256": self.sha256, "variant": self.tags.get("variant"), "source": self.source,
-                "metrics": metrics}
+                "metrics": metrics, "quantised_from": self.quantised_from, "int8_not_served": self.note}
 
 
 def onnx_session(model_bytes: bytes, threads=1):
@@ -118,65 +127,100 @@ class Registry:
     """models:/name@alias in an MLflow tracking store. Unset arguments come from MODEL_NAME, MODEL_ALIAS
     and MLFLOW_TRACKING_URI."""
 
-    def __init__(self, name=None, alias=None, tracking_uri=None):
+    def __init__(self, name=None, alias=None, tracking_uri=None, precision=None):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         self.name = name or os.environ.get("MODEL_NAME", MODEL_NAME)
         self.alias = alias or os.environ.get("MODEL_ALIAS", ALIAS)
         self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        self.precision = precision or env_choice("MODEL_PRECISION", "int8", ("int8", "float"))
 
     def __str__(self):
-        return f"models:/{self.name}@{self.alias} in {self.uri}"
+        return f"models:/{self.name}@{self.alias} in {self.uri}" + (" (float)" if self.precision == "float" else "")
 
     def _client(self):
         import mlflow
 
         return mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)  # no global MLflow state
 
-    def _version(self):
+    def _version(self, name=None):
         from mlflow.exceptions import MlflowException
 
+        name = name or self.name
         if self.uri.startswith("sqlite:///") and not Path(self.uri.removeprefix("sqlite:///")).exists():
             raise ModelError(f"no MLflow store at {self.uri}: run `make repro` (or `dvc repro`) to train and "
                              "register a model, or point MLFLOW_TRACKING_URI at a tracking server, or MODEL_DIR at "
                              "a bundle (`python -m serve bundle DIR`)")
         try:
-            return self._client().get_model_version_by_alias(self.name, self.alias)
+            return self._client().get_model_version_by_alias(name, self.alias)
         except MlflowException as e:
             reason = first_line(getattr(e, "message", e))
             if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
                 raise ModelError(f"cannot reach the MLflow registry at {self.uri}: {reason}") from e
-            raise ModelError(f"no model registered as {self.name}@{self.alias} in {self.uri}: run `make repro` to "
+            raise ModelError(f"no model registered as {name}@{self.alias} in {self.uri}: run `make repro` to "
                              f"train and register one ({reason})") from e
         except Exception as e:  # an unreachable tracking server, a locked or broken database ...
             raise ModelError(f"cannot reach the MLflow registry at {self.uri}: {first_line(e)}") from e
 
+    def _int8_of(self, version):
+        """(the INT8 copy's model version, None) when NAME-int8@alias is the copy of this float version, else
+        (None, why not)."""
+        if self.precision != "int8":
+            return None, None
+        try:
+            copy = self._version(self.name + INT8_SUFFIX)
+        except ModelError as e:
+            return None, str(e)
+        if copy.tags.get("source_version") != str(version.version) or \
+                copy.tags.get("source_sha256") != version.tags.get("model_sha256"):
+            return None, (f"{self.name}{INT8_SUFFIX}@{self.alias} (version {copy.version}) is the copy of "
+                          f"{self.name} version {copy.tags.get('source_version')}, not of {version.version}")
+        return copy, None
+
     def version(self) -> str:
-        """The version the alias points to now (one registry query, no download)."""
-        return str(self._version().version)
+        """The registry's key now, a few registry queries and no download: the float version the alias points
+        to, "7+3" when the INT8 copy (version 3) of float version 7 would serve."""
+        version = self._version()
+        copy, _ = self._int8_of(version)
+        return f"{version.version}+{copy.version}" if copy else str(version.version)
 
     def load(self, threads=1) -> Champion:
-        """Download the alias's model.onnx (cached by version and sha256), verify and self-test it."""
+        """The alias's model (its INT8 copy where there is one that passes), verified and self-tested."""
+        version = self._version()
+        copy, why = self._int8_of(version)
+        if copy is not None:
+            try:
+                champion = self._fetch(self.name + INT8_SUFFIX, copy, threads)
+                champion.quantised_from, champion.loaded_for = f"{self.name}@{version.version}", f"{version.version}+{copy.version}"
+                return champion
+            except ModelError as e:
+                why = f"{self.name}{INT8_SUFFIX} version {copy.version} refused: {e}"
+                log.error("serving the float %s@%s instead: %s", self.name, version.version, why)
+        champion = self._fetch(self.name, version, threads)
+        champion.loaded_for, champion.note = f"{version.version}+{copy.version}" if copy else str(version.version), why
+        return champion
+
+    def _fetch(self, name, version, threads) -> Champion:
+        """Download a version's model.onnx (cached by version and sha256), verify and self-test it."""
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        version = self._version()
         expected = version.tags.get("model_sha256")
         if not expected:
-            raise ModelError(f"{self.name} version {version.version} has no model_sha256 tag: it was not "
-                             "registered by the register stage, refusing to serve it")
-        cache = Path(tempfile.gettempdir()) / "digits-models" / f"{self.name}-{version.version}-{expected[:12]}"
+            raise ModelError(f"{name} version {version.version} has no model_sha256 tag: it was not "
+                             "registered by the pipeline, refusing to serve it")
+        cache = Path(tempfile.gettempdir()) / "digits-models" / f"{name}-{version.version}-{expected[:12]}"
         cache.mkdir(parents=True, exist_ok=True)
         onnx_file = cache / "model.onnx"
         if not onnx_file.exists() or sha256(onnx_file.read_bytes()) != expected:
             try:
-                source = self._client().get_model_version_download_uri(self.name, version.version)
+                source = self._client().get_model_version_download_uri(name, version.version)
                 mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/model.onnx", dst_path=str(cache),
                                                     tracking_uri=self.uri)
             except (MlflowException, OSError) as e:
-                raise ModelError(f"cannot fetch model.onnx of {self.name} version {version.version}: {e}") from e
-        return verified(onnx_file.read_bytes(), expected, threads, name=self.name, version=str(version.version),
+                raise ModelError(f"cannot fetch model.onnx of {name} version {version.version}: {e}") from e
+        return verified(onnx_file.read_bytes(), expected, threads, name=name, version=str(version.version),
                         alias=self.alias, run_id=version.run_id or "", tags=dict(version.tags))
 
 
@@ -199,7 +243,8 @@ def export_bundle(champion: Champion, folder: Path):
     (folder / "model.onnx").write_bytes(champion.model_bytes)
     (folder / "model.json").write_text(json.dumps(
         {"name": champion.name, "version": champion.version, "alias": champion.alias, "run_id": champion.run_id,
-         "sha256": champion.sha256, "tags": champion.tags}, indent=2, sort_keys=True) + "\n")
+         "sha256": champion.sha256, "tags": champion.tags, "quantised_from": champion.quantised_from},
+        indent=2, sort_keys=True) + "\n")
 
 
 def load_bundle(folder, threads=1) -> Champion:
@@ -211,7 +256,8 @@ def load_bundle(folder, threads=1) -> Champion:
     except (OSError, ValueError) as e:
         raise ModelError(f"MODEL_DIR={folder} does not hold a model bundle (model.onnx + model.json): {e}") from e
     return verified(model_bytes, meta["sha256"], threads, name=meta["name"], version=str(meta["version"]),
-                    alias=meta["alias"], run_id=meta["run_id"], tags=meta["tags"], source="bundle")
+                    alias=meta["alias"], run_id=meta["run_id"], tags=meta["tags"], source="bundle",
+                    quantised_from=meta.get("quantised_from"))
 
 
 def load_champion(threads=1) -> Champion:
@@ -243,13 +289,18 @@ class Serving:
         with self._lock:
             self.last_check = time.time()
             try:
-                if self.registry.version() == self.champion.version:
+                if self.registry.version() == (self.champion.loaded_for or self.champion.version):
                     self.last_error = None
                     return "unchanged"
                 new = self.registry.load(self.threads)
             except ModelError as e:
                 self.last_error = str(e)
                 log.error("keeping %s: %s", self.champion.label, e)
+                self.on_switch("refused", self.champion, None)
+                return "refused"
+            if (new.label, new.sha256) == (self.champion.label, self.champion.sha256):  # its INT8 copy was refused
+                self.champion.loaded_for, self.champion.note = new.loaded_for, new.note
+                self.last_error = new.note
                 self.on_switch("refused", self.champion, None)
                 return "refused"
             log.warning("switching from %s to %s", self.champion.label, new.label)

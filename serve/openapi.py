@@ -32,11 +32,18 @@ def errors(*statuses):
                413: "body over MAX_UPLOAD_BYTES (or too many images in a batch)",
                415: "a format we do not take (SVG, PDF, HEIC, PSD, ...)",
                422: "decodable but unusable: no pixels, or over MAX_IMAGE_PIXELS (checked from the header)"}
-    return {str(s): {"description": meaning[s], "content": {"application/json": {"schema": ERROR}}} for s in statuses}
+    return {str(s): {"description": meaning[s], "headers": REQUEST_ID, "content": {"application/json": {"schema": ERROR}}}
+            for s in statuses}
+
+
+# Every answer, errors included, carries it (serve/access.py); the client may send its own.
+REQUEST_ID = {"X-Request-ID": {"description": "the request's id: the client's own X-Request-ID when usable "
+                               "(1-128 of A-Z a-z 0-9 . _ : / + = -), else a new one; in the access log too",
+                               "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/+=-]{1,128}$"}}}
 
 
 def json_response(description, schema):
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {"description": description, "headers": REQUEST_ID, "content": {"application/json": {"schema": schema}}}
 
 
 DEBUG_VALUES = ("0", "1", "false", "true")  # serve/uploads.py refuses any other value (400 bad_parameter)
@@ -111,7 +118,11 @@ def openapi(settings) -> dict:
                     "name": {"type": "string"}, "version": {"type": "string"}, "alias": {"type": "string"},
                     "run_id": {"type": "string"}, "sha256": {"type": "string"}, "variant": {"type": ["string", "null"]},
                     "source": {"enum": ["registry", "bundle"]}, "metrics": {"type": "object"},
-                    "last_switch_error": {"type": ["string", "null"]}, "polling_seconds": {"type": "number"}}})}}},
+                    "last_switch_error": {"type": ["string", "null"]}, "polling_seconds": {"type": "number"},
+                    "quantised_from": {"type": ["string", "null"], "description": "name@version of the float model "
+                                       "this INT8 copy was made from (MODEL_PRECISION=int8), else null"},
+                    "int8_not_served": {"type": ["string", "null"], "description": "why no INT8 copy serves, "
+                                        "when MODEL_PRECISION=int8 and the float model does"}}})}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {

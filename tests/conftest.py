@@ -81,6 +81,19 @@ def small_onnx(mnist, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def int8_onnx(small_onnx, mnist, tmp_path_factory):
+    """small_onnx quantised as the quantise stage does it (conf/quantise/default.yaml), calibrated on 400 real
+    training digits."""
+    from pipeline.params import compose_params
+    from pipeline.quantise import quantise
+
+    folder = tmp_path_factory.mktemp("int8")
+    (folder / "float.onnx").write_bytes(small_onnx)
+    quantise(folder / "float.onnx", folder / "model.onnx", mnist["x_train"][:400], compose_params()["quantise"])
+    return (folder / "model.onnx").read_bytes()
+
+
+@pytest.fixture(scope="session")
 def champion(small_onnx):
     """small_onnx verified and self-tested the way the server loads a registered version: digits@3."""
     return verified(small_onnx, sha256(small_onnx), 1, name="digits", version="3", alias="champion",

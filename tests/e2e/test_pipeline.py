@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro` on the smoke config in a temporary copy of the repository, then
 the MLflow runs, the registered champion, ONNX/Keras agreement and predictions through the Flask app."""
+import hashlib
 import io
 import json
 import os
@@ -40,7 +41,7 @@ def test_every_stage_ran(project):
     root, _, log = project
     for stage in ("download", "preprocess", "negatives", "uploads", "train@dense", "train@cnn",
                   "train@ensemble", "evaluate@dense", "evaluate@cnn", "evaluate@ensemble",
-                  "register"):
+                  "register", "quantise"):
         assert f"Running stage '{stage}'" in log
     assert "from directory MNIST_DIR=" in log
     metrics = json.loads((root / "reports/cnn/metrics.json").read_text())
@@ -53,7 +54,7 @@ def test_mlflow_has_one_run_per_variant_with_config_metrics_and_artifacts(projec
     root, _, _ = project
     mlflow, client = mlflow_client(root)
     experiment = client.get_experiment_by_name("digits")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id], "tags.stage != 'quantise'")
     assert sorted(r.info.run_name for r in runs) == ["cnn", "dense", "ensemble"]
     for r in runs:
         assert r.data.params["train.epochs"] == "2" and r.data.params["seed"] == "42"
@@ -91,6 +92,34 @@ def test_the_champion_is_the_best_by_validation_and_verifiable(project):
     assert json.loads(version.tags["config"])["train"]["epochs"] == 2
     champion = json.loads((root / "champion/champion.json").read_text())
     assert champion["version"] == int(version.version)
+
+
+def test_the_int8_copy_is_checked_against_its_float_source_and_registered_beside_it(project, digits):
+    import onnx
+    import onnxruntime as ort
+
+    root, _, _ = project
+    mlflow, client = mlflow_client(root)
+    float_version = client.get_model_version_by_alias("digits", "champion")
+    summary = json.loads((root / "champion/int8.json").read_text())
+    assert summary["source"] == f"digits@{float_version.version}"
+    assert summary["source_sha256"] == float_version.tags["model_sha256"]
+    assert summary["agreement"] >= 0.99 and summary["bytes"] < summary["float_bytes"] / 2
+    model_file = root / "champion/int8/model.onnx"
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    assert {n.op_type for n in onnx.load(str(model_file)).graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    x = (digits[0].astype(np.float32) / 255)[..., None]
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (len(x), 11)
+    [run] = client.search_runs([client.get_experiment_by_name("digits").experiment_id], "tags.stage = 'quantise'")
+    assert run.data.tags["source_version"] == float_version.version and "agreement" in run.data.metrics
+    if not summary["passed"]:  # a 2-epoch model may be too unsure for the check: then nothing is registered
+        assert summary["reasons"] and not client.search_model_versions("name='digits-int8'")
+        return
+    copy = client.get_model_version_by_alias("digits-int8", "champion")
+    assert copy.tags["source_version"] == float_version.version and copy.tags["check"] == "passed"
+    assert copy.tags["model_sha256"] == summary["model_sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
+    for tag in ("temperature", "rejection_threshold"):
+        assert copy.tags[tag] == float_version.tags[tag]
 
 
 def test_onnx_and_keras_agree_on_real_digits(project, digits):
@@ -140,11 +169,15 @@ def test_the_flask_app_serves_the_champion(project, digits, monkeypatch):
         assert response.status_code == 200, response.get_json()
         body = response.get_json()
         assert set(body) >= {"prediction", "confidence", "probabilities", "model"}
-        assert body["model"].startswith("digits@") and len(body["probabilities"]) == 10
+        assert body["model"].startswith(("digits@", "digits-int8@")) and len(body["probabilities"]) == 10
         assert abs(sum(body["probabilities"]) - 1) < 1e-3 and body["confidence"] == max(body["probabilities"])
         correct += body["prediction"] == int(label)
     assert correct >= 0.7 * len(digits[1])  # a 2-epoch smoke model; the real one is tested by evaluate
-    assert client.get("/model").get_json()["alias"] == "champion"
+    served = client.get("/model").get_json()
+    assert served["alias"] == "champion"
+    # MODEL_PRECISION=int8 (the default) serves the INT8 copy where one passed its check
+    passed = json.loads((root / "champion/int8.json").read_text())["passed"]
+    assert (served["name"], served["quantised_from"] is not None) == (("digits-int8", True) if passed else ("digits", False))
     error = client.post("/predict", data=b"not an image", content_type="image/png")
     assert error.status_code == 400 and error.get_json()["error"]["code"] == "not_an_image"
 
@@ -179,7 +212,8 @@ def test_repro_twice_runs_nothing_and_one_variant_change_reruns_only_its_branch(
     run([sys.executable, "-m", "pipeline.params", *SMOKE, "variants.dense.train.epochs=1"], root, env)
     log = run([dvc, "repro"], root, env).stdout
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train@dense", "evaluate@dense", "register"}, ran
+    # quantise reruns only when the champion changed (champion/champion.json)
+    assert ran - {"quantise"} == {"train@dense", "evaluate@dense", "register"}, ran
     assert json.loads(run([dvc, "status", "--json"], root, env).stdout) == {}
 
 
@@ -195,7 +229,7 @@ def test_new_drawn_data_marks_only_the_variants_that_learn_from_it(project):
         (root / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
         run([dvc, "repro", "negatives"], root, env)
         stale = set(json.loads(run([dvc, "status", "--json"], root, env).stdout))
-        assert stale == {"train@ensemble", "evaluate@dense", "evaluate@cnn", "evaluate@ensemble"}
+        assert stale == {"train@ensemble", "evaluate@dense", "evaluate@cnn", "evaluate@ensemble", "quantise"}
 
         # A variant that would learn from data/drawn without declaring it is refused before it trains.
         changed["variants"]["cnn"]["reject"] = True

@@ -18,7 +18,7 @@ from PIL import Image
 
 from digits.contract import sha256
 from serve import create_app
-from serve.config import Settings
+from serve.config import ConfigError, Settings
 from serve.model import ModelError, Registry, export_bundle, load_bundle
 from testkit import ROOT
 from testkit.images import on_paper, png_bytes as png
@@ -159,18 +159,20 @@ def registry(tmp_path, monkeypatch):
     experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
     client = mlflow.MlflowClient(uri)
 
-    def register(model_bytes, recorded_sha=None, alias=True):
+    def register(model_bytes, recorded_sha=None, alias=True, name="digits", tags=None):
         folder = tmp_path / f"m{time.monotonic_ns()}"
         folder.mkdir()
         (folder / "model.onnx").write_bytes(model_bytes)
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_artifact(str(folder / "model.onnx"), artifact_path="model")
-        if not client.search_registered_models("name='digits'"):
-            client.create_registered_model("digits")
-        version = client.create_model_version("digits", f"{run.info.artifact_uri}/model", run.info.run_id)
-        client.set_model_version_tag("digits", version.version, "model_sha256", recorded_sha or sha256(model_bytes))
+        if not client.search_registered_models(f"name='{name}'"):
+            client.create_registered_model(name)
+        version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
+        for key, value in (tags or {}).items():
+            client.set_model_version_tag(name, version.version, key, value)
+        client.set_model_version_tag(name, version.version, "model_sha256", recorded_sha or sha256(model_bytes))
         if alias:
-            client.set_registered_model_alias("digits", "champion", version.version)
+            client.set_registered_model_alias(name, "champion", version.version)
         return str(version.version)
 
     return register
@@ -231,6 +233,52 @@ def test_servers_switch_while_answering_without_failing_a_request(registry, smal
             t.join()
     assert app.serving.champion.version == "2"
     assert failures == [] and seen == {"digits@1", "digits@2"}
+
+
+def int8_copy(register, int8_onnx, float_version, float_bytes, recorded_sha=None):
+    """Register int8_onnx as the INT8 copy of float_version, as pipeline/quantise.py does."""
+    tags = {"source_version": float_version, "source_sha256": sha256(float_bytes), "check": "passed"}
+    return register(int8_onnx, recorded_sha, name="digits-int8", tags=tags)
+
+
+def test_the_int8_copy_of_the_champion_serves_in_its_place_and_only_of_that_version(registry, small_onnx, int8_onnx,
+                                                                                     digits, monkeypatch):
+    registry(small_onnx)
+    app = create_app(settings=NO_POLL)
+    client, data = app.test_client(), on_paper(digits[0][0])
+    assert client.get("/model").get_json()["int8_not_served"].startswith("no model registered as digits-int8@champion")
+
+    int8_copy(registry, int8_onnx, "1", small_onnx)
+    assert app.serving.refresh() == "switched"  # the registry's key went from "1" to "1+1"
+    answer = client.post("/predict", data=data, content_type="image/png").get_json()
+    assert answer["model"] == "digits-int8@1" and answer["prediction"] == digits[1][0]
+    described = client.get("/model").get_json()
+    assert (described["name"], described["quantised_from"], described["int8_not_served"]) == ("digits-int8", "digits@1", None)
+    assert app.serving.refresh() == "unchanged"
+
+    # The float alias moves on: the copy of version 1 must not serve for version 2.
+    registry(small_onnx)
+    assert app.serving.refresh() == "switched"
+    assert client.post("/predict", data=data, content_type="image/png").get_json()["model"] == "digits@2"
+    assert "is the copy of digits version 1, not of 2" in client.get("/model").get_json()["int8_not_served"]
+
+    # A copy whose file does not match its record is refused; the float version serves, and that is said.
+    int8_copy(registry, int8_onnx, "2", small_onnx, recorded_sha="0" * 64)
+    assert app.serving.refresh() == "refused"
+    assert client.post("/predict", data=data, content_type="image/png").get_json()["model"] == "digits@2"
+    assert "digits-int8 version 2 refused" in client.get("/model").get_json()["int8_not_served"]
+    assert app.serving.refresh() == "unchanged"  # not fetched again until an alias moves
+
+    int8_copy(registry, int8_onnx, "2", small_onnx)
+    assert app.serving.refresh() == "switched"
+    assert client.post("/predict", data=data, content_type="image/png").get_json()["model"] == "digits-int8@3"
+
+    monkeypatch.setenv("MODEL_PRECISION", "float")
+    assert create_app(settings=NO_POLL).test_client().post("/predict", data=data, content_type="image/png") \
+        .get_json()["model"] == "digits@2"
+    monkeypatch.setenv("MODEL_PRECISION", "fp16")
+    with pytest.raises(ConfigError, match="MODEL_PRECISION='fp16' is not one of int8, float"):
+        create_app(settings=NO_POLL)
 
 
 def test_startup_refuses_without_a_verified_model(registry, tmp_path, monkeypatch, small_onnx):
