@@ -4,6 +4,8 @@ Pillow, with only the plugins of the formats we take; EXIF orientation applied; 
 the way a user means it; bombs refused from the header before a byte of pixel data is decoded; big
 images box-reduced before anything turns them into floats. Settings: conf/image.toml [decode].
 """
+import base64
+import binascii
 import io
 import math
 
@@ -26,6 +28,17 @@ class ImageError(ValueError):
     def __init__(self, code, message, status=400):
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+
+
+def from_base64(text: str) -> bytes:
+    """An image sent as text, base64 or a data: URL -> its bytes. Strict, as /openapi.json's pattern says:
+    no whitespace, padded."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ImageError("bad_base64", f"the image field is not valid base64: {e}") from e
 
 
 def decode(data: bytes, max_pixels: int = DECODE.max_pixels) -> np.ndarray:

@@ -10,15 +10,13 @@ column (what /invocations' {"dataframe_split": ...} or {"inputs": ...} give). Ou
 image; an image that cannot be read gets {"error": {"code", "message", "status"}}, as in /predict/batch.
 Runs where onnxruntime is installed (mlflow models serve's environment has it: python_env.yaml).
 """
-import base64
-import binascii
 import json
 from pathlib import Path
 
 import numpy as np
 
 from digits.contract import answer, with_temperature
-from digits.decode import ImageError, decode
+from digits.decode import ImageError, decode, from_base64
 from digits.normalise import normalise
 
 SERVING = "serving.json"  # beside model.onnx: temperature, rejection_threshold, name, version
@@ -68,11 +66,7 @@ def as_bytes(item) -> bytes:
         return bytes(item)
     if not isinstance(item, str):
         raise ImageError("not_an_image", f"an image is bytes or base64 text, not {type(item).__name__}", 400)
-    text = item.split(",", 1)[1] if item.startswith("data:") else item
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ImageError("bad_base64", "the image text is not valid base64", 400) from None
+    return from_base64(item)
 
 
 def _load_pyfunc(model_file):

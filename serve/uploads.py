@@ -5,15 +5,13 @@ none: `curl -X POST -T f`), or JSON {"image": "<base64 or data: URL>"}. Anything
 serve/openapi.py does not document, is an ImageError (a JSON 4xx), never a silent guess. Uploads never
 touch the disk (InMemoryRequest).
 """
-import base64
-import binascii
 import io
 import json
 
 from flask import Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from digits.decode import ImageError
+from digits.decode import ImageError, from_base64
 from serve.openapi import DEBUG_VALUES
 
 BATCH_ENDPOINT = "api.predict_batch"
@@ -73,13 +71,7 @@ def upload_bytes() -> bytes:
             raise ImageError("bad_json", f"the body is not valid JSON: {e}") from None
         if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
             raise ImageError("bad_request", 'JSON body must be {"image": "<base64 or data: URL>"}')
-        text = payload["image"]
-        if text.startswith("data:"):
-            text = text.partition(",")[2]
-        try:  # strict, as /openapi.json's pattern says: no whitespace, padded
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise ImageError("bad_base64", f"the image field is not valid base64: {e}") from e
+        return from_base64(payload["image"])
     mimetype = request.mimetype or ""
     if mimetype.startswith("image/") or mimetype in ("application/octet-stream", ""):  # "" is `curl -X POST -T f`
         return request.get_data()
