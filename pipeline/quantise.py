@@ -25,7 +25,7 @@ import numpy as np
 
 from digits.contract import ALIAS, INPUT, INT8_MODEL_NAME, MODEL_NAME, digit_confidence, sha256, to_input, with_temperature
 from pipeline import negatives, tracking, uploads
-from pipeline.evaluate import predict
+from pipeline.evaluate import onnx_session, predict
 from pipeline.params import load
 from pipeline.preprocess import load_split
 from pipeline.register import RegisterError, retried
@@ -85,13 +85,15 @@ def quantise(float_path: Path, out_path: Path, images_uint8, cfg):
     input_name = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     quantize_static(str(prepared), str(out_path), Calibration(images_uint8, input_name, cfg["calibration"]["batch"]),
                     quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[cfg["format"]],
-                    per_channel=cfg["per_channel"], reduce_range=cfg["reduce_range"], activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=cfg["per_channel"], reduce_range=cfg["reduce_range"],
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                                       "percentile": CalibrationMethod.Percentile}[cfg["method"]])
     prepared.unlink()
     source, model = onnx.load(str(float_path)), onnx.load(str(out_path))
     metadata = {p.key: p.value for p in source.metadata_props}
-    metadata["quantised"] = f"int8 static {cfg['format']}, per_channel={cfg['per_channel']}, reduce_range={cfg['reduce_range']}, {cfg['method']}"
+    metadata["quantised"] = (f"int8 static {cfg['format']}, per_channel={cfg['per_channel']}, "
+                             f"reduce_range={cfg['reduce_range']}, {cfg['method']}")
     del model.metadata_props[:]
     for key, value in sorted(metadata.items()):
         model.metadata_props.add(key=key, value=value)
@@ -170,8 +172,6 @@ def main():
         float_path = Path(tmp) / "float.onnx"
         float_path.write_bytes(float_bytes)
         quantise(float_path, out, calibration_images(cfg["calibration"], params["seed"]), cfg)
-        from pipeline.evaluate import onnx_session
-
         metrics, passed, reasons = check(onnx_session(float_path), onnx_session(out), validation_sets(params),
                                          temperature, threshold, cfg["check"])
     digest = sha256(out.read_bytes())

@@ -123,6 +123,11 @@ def self_test(champion: Champion):
         raise ModelError(f"{champion.label} failed its self-test on known digits: {', '.join(wrong)}")
 
 
+def registry_key(version, copy=None) -> str:
+    """What a server compares to see an alias move: "7" for float version 7, "7+3" with its INT8 copy 3."""
+    return f"{version.version}+{copy.version}" if copy else str(version.version)
+
+
 class Registry:
     """models:/name@alias in an MLflow tracking store. Unset arguments come from MODEL_NAME, MODEL_ALIAS
     and MLFLOW_TRACKING_URI."""
@@ -182,8 +187,7 @@ class Registry:
         """The registry's key now, a few registry queries and no download: the float version the alias points
         to, "7+3" when the INT8 copy (version 3) of float version 7 would serve."""
         version = self._version()
-        copy, _ = self._int8_of(version)
-        return f"{version.version}+{copy.version}" if copy else str(version.version)
+        return registry_key(version, self._int8_of(version)[0])
 
     def load(self, threads=1) -> Champion:
         """The alias's model (its INT8 copy where there is one that passes), verified and self-tested."""
@@ -192,13 +196,13 @@ class Registry:
         if copy is not None:
             try:
                 champion = self._fetch(self.name + INT8_SUFFIX, copy, threads)
-                champion.quantised_from, champion.loaded_for = f"{self.name}@{version.version}", f"{version.version}+{copy.version}"
+                champion.quantised_from, champion.loaded_for = f"{self.name}@{version.version}", registry_key(version, copy)
                 return champion
             except ModelError as e:
                 why = f"{self.name}{INT8_SUFFIX} version {copy.version} refused: {e}"
                 log.error("serving the float %s@%s instead: %s", self.name, version.version, why)
         champion = self._fetch(self.name, version, threads)
-        champion.loaded_for, champion.note = f"{version.version}+{copy.version}" if copy else str(version.version), why
+        champion.loaded_for, champion.note = registry_key(version, copy), why
         return champion
 
     def _fetch(self, name, version, threads) -> Champion:
