@@ -4,7 +4,7 @@ and the metrics hooks (serve/metrics.py)."""
 from flask import Flask
 from werkzeug.datastructures import ImmutableDict
 
-from serve import access, errors, metrics, routes
+from serve import access, errors, metrics, routes, uploads
 from serve.config import Settings
 from serve.model import Registry, Serving, load_champion
 from serve.uploads import InMemoryRequest
@@ -39,4 +39,5 @@ def create_app(champion=None, settings=None, registry=None):
     errors.register(app)
     app.register_blueprint(routes.api)
     app.register_blueprint(routes.ops)
+    app.wsgi_app = uploads.whole_reads(app.wsgi_app)
     return app
