@@ -31,7 +31,7 @@ def predict():
     champion, limit = current_app.serving.champion, current_app.settings.max_image_pixels
     image28 = normalise(decode(uploads.upload_bytes(), limit))
     answer = answers.digits([image28], champion, debug=uploads.debug())[0]
-    access.note(champion.label, said(answer))
+    access.note(champion.label, answers.said(answer))
     return {**answer, "model": champion.label}
 
 
@@ -49,7 +49,7 @@ def predict_batch():
         results.append(entry)
     read = iter(answers.digits(images28, champion, debug=uploads.debug()) if images28 else [])  # one model call
     results = [entry if "error" in entry else {**entry, **next(read)} for entry in results]
-    access.note(champion.label, [said(r) if "error" not in r else "error" for r in results])
+    access.note(champion.label, [answers.said(r) if "error" not in r else "error" for r in results])
     return {"results": results, "model": champion.label}
 
 
@@ -100,11 +100,6 @@ def openapi_json():
 @ops.get("/docs")
 def docs():
     return Response(docs_page(openapi(current_app.settings)), content_type="text/html; charset=utf-8")
-
-
-def said(answer):
-    """An answer in one word for the access log: the digit, or why there is none."""
-    return answer["prediction"] if answer["prediction"] is not None else answer["reason"]
 
 
 def redacted(text):
