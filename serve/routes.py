@@ -7,6 +7,7 @@
                           (number null + "reason" when the page is blank or a piece is not a digit)
     GET  /health  alive, no model work      GET /ready  a verified, self-tested model is loaded
     GET  /model   what is being served      GET /metrics  Prometheus      GET /openapi.json, /docs   GET /  the page
+    /v2/...       the same model over the Open Inference Protocol (KServe v2, Triton's clients): serve/v2.py
 
 Each image route reads the champion once, so an alias switch mid-request cannot mix two models, then
 goes bytes -> decode -> normalise (-> segment) -> model -> JSON.
@@ -94,12 +95,17 @@ def prometheus():
 
 @ops.get("/openapi.json")
 def openapi_json():
-    return openapi(current_app.settings)
+    return document()
 
 
 @ops.get("/docs")
 def docs():
-    return Response(docs_page(openapi(current_app.settings)), content_type="text/html; charset=utf-8")
+    return Response(docs_page(document()), content_type="text/html; charset=utf-8")
+
+
+def document() -> dict:
+    champion = current_app.serving.champion
+    return openapi(current_app.settings, champion.public_name, champion.version)
 
 
 def redacted(text):
