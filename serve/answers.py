@@ -42,6 +42,11 @@ def number(found, champion, debug=False) -> dict:
     return {"number": "".join(str(d["prediction"]) for d in answers), "digits": answers, "model": champion.label}
 
 
+def said(answer) -> int | str:
+    """An answer in one word for the access log: the digit, or why there is none."""
+    return answer["prediction"] if answer["prediction"] is not None else answer["reason"]
+
+
 def png_data_url(image28: np.ndarray) -> str:
     """The 28x28 the model saw, as a small PNG data URL (for ?debug=1 and the web page)."""
     buffer = io.BytesIO()

@@ -1,10 +1,10 @@
 """The Flask application factory: `create_app()` loads the verified champion and registers the routes
-(serve/routes.py), the JSON errors (serve/errors.py), the request id and access log (serve/access.py)
-and the metrics hooks (serve/metrics.py)."""
+(serve/routes.py, and the Open Inference Protocol's in serve/v2.py), the JSON errors (serve/errors.py),
+the request id and access log (serve/access.py) and the metrics hooks (serve/metrics.py)."""
 from flask import Flask
 from werkzeug.datastructures import ImmutableDict
 
-from serve import access, errors, metrics, routes, uploads
+from serve import access, errors, metrics, routes, uploads, v2
 from serve.config import Settings
 from serve.model import Registry, Serving, load_champion
 from serve.uploads import InMemoryRequest
@@ -39,5 +39,6 @@ def create_app(champion=None, settings=None, registry=None):
     errors.register(app)
     app.register_blueprint(routes.api)
     app.register_blueprint(routes.ops)
+    app.register_blueprint(v2.v2)
     app.wsgi_app = uploads.whole_reads(app.wsgi_app)
     return app

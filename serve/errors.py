@@ -1,13 +1,18 @@
 """Every error is JSON {"error": {"code", "message"}} with its 4xx status: the upload errors of
-digits.decode and serve.uploads, and werkzeug's own (404, 405 with its Allow header, 413 ...)."""
-from flask import jsonify
+digits.decode and serve.uploads, and werkzeug's own (404, 405 with its Allow header, 413 ...). Under /v2
+(serve/v2.py) the same errors take the Open Inference Protocol's form, {"error": "<message>"}, which its
+clients read (tritonclient raises it as InferenceServerException)."""
+from flask import jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from digits.decode import ImageError
 from serve import metrics
+from serve.v2 import PREFIX
 
 
 def error(code, message, status):
+    if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
+        return jsonify({"error": message}), status
     return jsonify({"error": {"code": code, "message": message}}), status
 
 

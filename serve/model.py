@@ -61,6 +61,12 @@ class Champion:
     def label(self) -> str:
         return f"{self.name}@{self.version}"
 
+    @property
+    def public_name(self) -> str:
+        """The name clients ask for by (GET /v2/models/NAME): the float model's, also while its INT8 copy
+        is the one answering."""
+        return self.quantised_from.partition("@")[0] if self.quantised_from else self.name
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 [N, 28, 28, 1] in [0, 1] -> [N, 10] probabilities (or [N, 11]: index 10 is "not a digit")."""
         with metrics.MODEL_LATENCY.time():

@@ -5,6 +5,7 @@ import html
 import json
 from pathlib import Path
 
+VERSION = "1.0.0"  # the API's version: the document's, and GET /v2's (serve/v2.py)
 ERROR = {"$ref": "#/components/schemas/Error"}
 # What base64.b64decode(validate=True) takes (padded, no whitespace), after an optional data: URL prefix.
 BASE64 = "^(data:[^,]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -51,7 +52,99 @@ DEBUG = {"name": "debug", "in": "query", "required": False, "schema": {"type": "
          "description": "1 (or true): add `input`, the 28x28 image the model saw, as a PNG data URL"}
 
 
-def openapi(settings) -> dict:
+# The Open Inference Protocol's side (serve/v2.py answers with exactly these): tensor name -> (datatype, shape).
+V2_INPUTS = {"images": ("BYTES", [-1]), "pixels": ("FP32", [-1, 28, 28, 1])}
+V2_OUTPUTS = {"probabilities": ("FP32", [-1, 11]), "prediction": ("INT64", [-1]), "confidence": ("FP32", [-1])}
+V2_PLATFORM = "onnxruntime_onnx"
+V2_EXTENSIONS = ["binary_tensor_data"]  # Triton's: tensors as raw bytes after the JSON (tritonclient's default)
+V2_ERROR = {"$ref": "#/components/schemas/ProtocolError"}
+# The binary extension's request header is described with the body, not declared as a header parameter: its
+# value must be the length of the JSON the body starts with, which no schema can say, and declared, schema
+# fuzzing pairs every valid body with a made-up length (tests/service/test_v2.py checks the bad ones).
+BINARY_BODY = ("binary tensor data extension (tritonclient's default): header Inference-Header-Content-Length: the "
+               "length of the JSON inference request the body starts with; the inputs' bytes follow it")
+
+
+def v2_errors(*statuses):
+    meaning = {400: "a bad inference request: wrong input name, datatype or shape, over MAX_BATCH_IMAGES, "
+                    "an undecodable image, a value outside [0, 1] or NaN",
+               404: "another model, or a version not being served", 413: "body over MAX_UPLOAD_BYTES"}
+    return {str(s): {"description": meaning[s], "headers": REQUEST_ID, "content": {"application/json": {
+        "schema": V2_ERROR}}} for s in statuses}
+
+
+def v2_paths(name, version) -> dict:
+    """The Open Inference Protocol's routes (serve/v2.py), the served model's name and version as their only
+    path values."""
+    def path(parameter, value):
+        return {"name": parameter, "in": "path", "required": True, "schema": {"type": "string", "enum": [value]}}
+
+    def obj(required=(), **properties):
+        return {"type": "object", "required": list(required), "properties": properties}
+
+    strings, binary = {"type": "array", "items": {"type": "string"}}, {"type": "string", "format": "binary"}
+    tensor = obj(["name", "datatype", "shape"], name={"type": "string"}, datatype={"type": "string"},
+                 shape={"type": "array", "items": {"type": "integer"}})
+    metadata = obj(["name", "platform", "inputs", "outputs"], name={"const": name}, versions=strings,
+                   platform={"const": V2_PLATFORM}, inputs={"type": "array", "items": tensor},
+                   outputs={"type": "array", "items": tensor})
+    input_tensor = {**obj(
+        ["name", "datatype", "shape"], name={"enum": list(V2_INPUTS)},
+        datatype={"enum": sorted({datatype for datatype, _ in V2_INPUTS.values()})},
+        shape={"type": "array", "items": {"type": "integer", "minimum": 0}, "description": "images: [N]; "
+               "pixels: [N, 28, 28, 1]"},
+        parameters=obj(binary_data_size={"type": "integer", "minimum": 0}),
+        data={"type": "array", "description": "row-major, flat or nested: images, one base64 string (or data: "
+              "URL) per image; pixels, N x 784 numbers in [0, 1], white ink on black"}),
+        "anyOf": [{"required": ["data"]}, {"required": ["parameters"], "properties": {
+            "parameters": {"required": ["binary_data_size"]}}}]}
+    output_asked = obj(["name"], name={"enum": list(V2_OUTPUTS)}, parameters=obj(binary_data={"type": "boolean"}))
+    request = obj(["inputs"], id={"type": "string", "description": "echoed in the answer"},
+                  parameters=obj(binary_data_output={"type": "boolean"}),
+                  inputs={"type": "array", "minItems": 1, "maxItems": 1, "items": input_tensor},
+                  outputs={"type": "array", "uniqueItems": True, "items": output_asked})
+    output = obj(["name", "datatype", "shape"], **{**tensor["properties"], "name": {"enum": list(V2_OUTPUTS)}},
+                 data={"type": "array", "items": {"type": "number"}}, parameters={"type": "object"})
+    answer = obj(["model_name", "outputs"], model_name={"const": name}, model_version={"type": "string"},
+                 id={"type": "string"}, outputs={"type": "array", "items": output},
+                 parameters=obj(model={"type": "string", "description": "name@version that answered, as "
+                                                                        "/predict's `model`"}))
+    body = {"required": True, "content": {
+        "application/json": {"schema": request, "example": {"id": "1", "inputs": [
+            {"name": "images", "datatype": "BYTES", "shape": [1], "data": [SEVEN]}]}},
+        "application/octet-stream": {"schema": {**binary, "description": BINARY_BODY}}}}
+    answered = {"description": "the outputs asked for (all by default): JSON, or with binary outputs the JSON "
+                               "then their bytes, its length in Inference-Header-Content-Length",
+                "headers": {**REQUEST_ID, "Inference-Header-Content-Length": {"schema": {"type": "integer"}}},
+                "content": {"application/json": {"schema": answer}, "application/octet-stream": {"schema": binary}}}
+    paths = {
+        "/v2": {"get": {"summary": "Open Inference Protocol (KServe v2): server metadata", "responses": {
+            "200": json_response("name, version, extensions", obj(
+                ["name", "version", "extensions"], name={"type": "string"}, version={"type": "string"},
+                extensions=strings))}}},
+        "/v2/health/live": {"get": {"summary": "v2: the server is live", "responses": {
+            "200": json_response("live", obj(["live"], live={"const": True}))}}},
+        "/v2/health/ready": {"get": {"summary": "v2: the server is ready", "responses": {
+            "200": json_response("ready", obj(["ready"], ready={"const": True}))}}},
+    }
+    for versioned, parameters in (("", [path("name", name)]),
+                                  ("/versions/{version}", [path("name", name), path("version", version)])):
+        base = "/v2/models/{name}" + versioned
+        paths[base] = {"get": {"summary": "v2: model metadata", "parameters": parameters, "responses": {
+            "200": json_response("name, versions, platform, inputs, outputs", metadata), **v2_errors(404)}}}
+        paths[base + "/ready"] = {"get": {"summary": "v2: the model is ready", "parameters": parameters,
+                                          "responses": {"200": json_response("ready", obj(
+                                              ["name", "ready"], name={"const": name}, ready={"const": True})),
+                                                        **v2_errors(404)}}}
+        paths[base + "/infer"] = {"post": {
+            "summary": "v2: read a batch of digits (BYTES `images` or FP32 `pixels`) in one model call",
+            "parameters": parameters, "requestBody": body,
+            "responses": {"200": answered, **v2_errors(400, 404, 413)}}}
+    return paths
+
+
+def openapi(settings, name, version) -> dict:
+    """The document; name and version: the served model's, the v2 routes' only path values."""
     probability = {"type": "number", "minimum": 0, "maximum": 1}
     prediction = {"type": "object", "required": ["prediction", "confidence", "probabilities", "not_a_digit"], "properties": {
         "prediction": {"type": ["integer", "null"], "minimum": 0, "maximum": 9,
@@ -66,7 +159,7 @@ def openapi(settings) -> dict:
     model = {"type": "string", "description": "name@version of the model that answered", "example": "digits@1"}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "digits", "version": "1.0.0",
+        "info": {"title": "digits", "version": VERSION,
                  "description": "Handwritten digit recognition served from the MLflow-registered champion. "
                                 f"Limits: {settings.max_upload_bytes:,} bytes per request, "
                                 f"{settings.max_image_pixels:,} pixels per image, "
@@ -131,10 +224,13 @@ def openapi(settings) -> dict:
                 "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
             "/": {"get": {"summary": "The web page: draw a digit or upload a photo (uses the routes above)", "responses": {
                 "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            **v2_paths(name, version),
         },
         "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string", "example": "not_an_image"}, "message": {"type": "string"}}}}}}},
+            "properties": {"code": {"type": "string", "example": "not_an_image"}, "message": {"type": "string"}}}}},
+            "ProtocolError": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}},
+                              "description": "the Open Inference Protocol's error, every error under /v2"}}},
     }
 
 
@@ -143,6 +239,11 @@ EXAMPLES = {
                  """curl -H 'Content-Type: application/json' -d '{"image": "'$(base64 -w0 digit.png)'"}' http://HOST/predict"""],
     "/predict/batch": ["curl -F images=@a.png -F images=@b.jpg http://HOST/predict/batch"],
     "/read": ["curl -F image=@number.png http://HOST/read"],
+    "/v2/models/{name}/infer": [
+        """curl -d '{"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": ["'$(base64 -w0 """
+        """digit.png)'"]}]}' http://HOST/v2/models/digits/infer""",
+        "tritonclient.http.InferenceServerClient('HOST').infer('digits', [images]) with images an InferInput"
+        "('images', [N], 'BYTES') of encoded files, or InferInput('pixels', [N, 28, 28, 1], 'FP32')"],
 }
 
 

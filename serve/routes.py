@@ -7,6 +7,7 @@
                           (number null + "reason" when the page is blank or a piece is not a digit)
     GET  /health  alive, no model work      GET /ready  a verified, self-tested model is loaded
     GET  /model   what is being served      GET /metrics  Prometheus      GET /openapi.json, /docs   GET /  the page
+    /v2/...       the same model over the Open Inference Protocol (KServe v2, Triton's clients): serve/v2.py
 
 Each image route reads the champion once, so an alias switch mid-request cannot mix two models, then
 goes bytes -> decode -> normalise (-> segment) -> model -> JSON.
@@ -31,7 +32,7 @@ def predict():
     champion, limit = current_app.serving.champion, current_app.settings.max_image_pixels
     image28 = normalise(decode(uploads.upload_bytes(), limit))
     answer = answers.digits([image28], champion, debug=uploads.debug())[0]
-    access.note(champion.label, said(answer))
+    access.note(champion.label, answers.said(answer))
     return {**answer, "model": champion.label}
 
 
@@ -49,7 +50,7 @@ def predict_batch():
         results.append(entry)
     read = iter(answers.digits(images28, champion, debug=uploads.debug()) if images28 else [])  # one model call
     results = [entry if "error" in entry else {**entry, **next(read)} for entry in results]
-    access.note(champion.label, [said(r) if "error" not in r else "error" for r in results])
+    access.note(champion.label, [answers.said(r) if "error" not in r else "error" for r in results])
     return {"results": results, "model": champion.label}
 
 
@@ -94,17 +95,17 @@ def prometheus():
 
 @ops.get("/openapi.json")
 def openapi_json():
-    return openapi(current_app.settings)
+    return document()
 
 
 @ops.get("/docs")
 def docs():
-    return Response(docs_page(openapi(current_app.settings)), content_type="text/html; charset=utf-8")
+    return Response(docs_page(document()), content_type="text/html; charset=utf-8")
 
 
-def said(answer):
-    """An answer in one word for the access log: the digit, or why there is none."""
-    return answer["prediction"] if answer["prediction"] is not None else answer["reason"]
+def document() -> dict:
+    champion = current_app.serving.champion
+    return openapi(current_app.settings, champion.public_name, champion.version)
 
 
 def redacted(text):

@@ -93,12 +93,7 @@ def upload_bytes() -> bytes:
             if field in request.files:
                 return request.files[field].read()
     if request.is_json:
-        try:  # parsed here, not by get_json: a deeply nested body raises RecursionError, not a 500
-            payload = json.loads(request.get_data())
-        except RecursionError:
-            raise ImageError("bad_json", "the JSON body is nested too deeply") from None
-        except ValueError as e:  # also bytes that are not UTF-8
-            raise ImageError("bad_json", f"the body is not valid JSON: {e}") from None
+        payload = parse_json(request.get_data())
         if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
             raise ImageError("bad_request", 'JSON body must be {"image": "<base64 or data: URL>"}')
         return from_base64(payload["image"])
@@ -106,6 +101,17 @@ def upload_bytes() -> bytes:
         return request.get_data()
     raise ImageError("no_image", "send the image as multipart field `image`, a raw image/* body, "
                                  'or JSON {"image": "<base64>"}')
+
+
+def parse_json(data: bytes):
+    """JSON bytes -> the value, or a 400. Parsed here, not by get_json: a deeply nested body raises
+    RecursionError, which must be a 400 too, not a 500. (Used by serve/v2.py as well.)"""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ImageError("bad_json", "the JSON body is nested too deeply") from None
+    except ValueError as e:  # also bytes that are not UTF-8
+        raise ImageError("bad_json", f"the body is not valid JSON: {e}") from None
 
 
 def batch_files(limit):
