@@ -1,0 +1,88 @@
+"""Read and throw away the part of a request body the app did not read, after the answer is sent, so that
+a client which sends its whole body before reading (Python's urllib, a browser's fetch) gets the answer,
+above all the JSON 413 for an upload over MAX_UPLOAD_BYTES, instead of a reset connection.
+
+Why: a body over the limit is refused before a byte of it is read (serve/uploads.py), and gunicorn then
+closes the connection (the client said `Connection: close`, as urllib always does, or more than gunicorn's
+own 64 kB keep-alive drain is left). Closing a socket with unread bytes in its receive buffer makes the
+kernel send a TCP reset, which throws away the answer still waiting in the client's buffer: urllib
+raised "Broken pipe" for an 11 MB upload and never saw the 413 (tests/service/test_proxy.py).
+
+How: the answer's iterable is wrapped; its close(), which gunicorn calls once the last byte is written,
+reads what is left of wsgi.input in 64 kB pieces and keeps none of them, so memory stays flat. Bounded,
+so a hostile client cannot hold a thread: a body that declares more than DRAIN_BYTES is not drained at
+all (closed at once, as before), no more than DRAIN_BYTES are read, and no longer than DRAIN_SECONDS in
+all (a read waits only for what is left of that). Only under gunicorn: its socket is what bounds the
+time, and its wsgi.input ends at the body's end (`wsgi.input_terminated`), so the drain never reads into
+the next request. Requests without a body are passed through untouched (static files keep sendfile).
+"""
+import time
+
+CHUNK = 64 * 1024
+
+
+def declared_length(environ):
+    """The body's Content-Length; None when chunked; 0 when there is no body (or a nonsense length)."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return None
+    try:
+        return max(int(environ.get("CONTENT_LENGTH") or 0), 0)
+    except ValueError:
+        return 0
+
+
+def drain(stream, sock, max_bytes, seconds):
+    """Read `stream` to its end, at most max_bytes and `seconds`, keeping nothing. -> bytes read; it stops
+    quietly on a timeout or any error of the stream (the answer has been sent whatever happens here)."""
+    deadline, read = time.monotonic() + seconds, 0
+    previous = sock.gettimeout()
+    try:
+        while read < max_bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            piece = stream.read(min(CHUNK, max_bytes - read))
+            if not piece:
+                break
+            read += len(piece)
+    except Exception:  # noqa: BLE001 - a timeout, a reset, a malformed chunk: nothing left to answer
+        pass
+    finally:
+        try:
+            sock.settimeout(previous)
+        except OSError:
+            pass
+    return read
+
+
+class DrainUnreadBody:
+    """WSGI middleware: after the answer, drain what is left of the request body (see the module's doc)."""
+
+    def __init__(self, app, max_bytes, seconds):
+        self.app, self.max_bytes, self.seconds = app, max_bytes, seconds
+
+    def __call__(self, environ, start_response):
+        answer = self.app(environ, start_response)
+        sock, length = environ.get("gunicorn.socket"), declared_length(environ)
+        if sock is None or not environ.get("wsgi.input_terminated") or length == 0 \
+                or (length is not None and length > self.max_bytes):
+            return answer
+        return _ThenDrain(answer, lambda: drain(environ["wsgi.input"], sock, self.max_bytes, self.seconds))
+
+
+class _ThenDrain:
+    """The answer's iterable, whose close() (called by the server after the last byte is sent) drains."""
+
+    def __init__(self, answer, then):
+        self._answer, self._then = answer, then
+
+    def __iter__(self):
+        return iter(self._answer)
+
+    def close(self):
+        try:
+            if hasattr(self._answer, "close"):
+                self._answer.close()
+        finally:
+            self._then()
