@@ -127,9 +127,15 @@ def run_cases(sender, todo, threads):
 
 
 def fuzz(port, server, n, seed, threads, goal=None):
-    """Bombs first (sequential, timed, memory read around them), then n cases -> report dict."""
+    """Bombs first (sequential, timed, memory read around them), then n cases -> report dict. server: the
+    gunicorn process whose workers are watched, or a list of them (the backends behind a proxy)."""
+    servers = server if isinstance(server, list) else [server]
+
+    def pids():
+        return sorted(pid for s in servers for pid in worker_pids(s))
+
     sender = Sender("127.0.0.1", port)
-    workers = worker_pids(server)
+    workers = pids()
     run_cases(sender, cases(40, seed + 1), 1)  # warm both workers up before reading memory
     rss_before = rss_mb(workers)
     bomb_results = run_cases(sender, bomb_cases(), 1)
@@ -139,8 +145,8 @@ def fuzz(port, server, n, seed, threads, goal=None):
     slow_bombs = [r for r in bomb_results if r.ms >= goal["bomb_ms"]]
     problems = [(r, problem(r)) for r in bomb_results + results if problem(r)]
     return {"goal": goal, "results": results, "bombs": bomb_results, "problems": problems, "slow_bombs": slow_bombs,
-            "workers_before": workers, "workers_after": worker_pids(server),
-            "rss_before": rss_before, "rss_after_bombs": rss_after_bombs, "rss_end": rss_mb(worker_pids(server))}
+            "workers_before": workers, "workers_after": pids(),
+            "rss_before": rss_before, "rss_after_bombs": rss_after_bombs, "rss_end": rss_mb(pids())}
 
 
 def report(outcome):

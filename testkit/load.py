@@ -163,15 +163,20 @@ def run(port, server, pool, total, concurrency, kill_at=None, seed=0, progress=N
             "killed": killed, "replaced": replaced, "replaced_after_s": replaced_after_s}
 
 
-def run_through(port, pool, total, concurrency, at=None, action=None, seed=0):
+def run_through(port, pool, total, concurrency, at=None, action=None, seed=0, progress=None, every=10.0):
     """The same load against a server whose workers are not ours to watch (nginx in front of backends:
     serve/proxy.py): `action()` is called once, when `at` requests are done (e.g. kill a backend).
     -> what report() reads, without the worker and memory lines."""
     load = Load(port, schedule(pool, total, seed), references(port, pool), concurrency)
     started, acted_at = time.perf_counter(), None
     threads = load.run()
+    shown = started
     while any(t.is_alive() for t in threads):
         time.sleep(0.02)
+        if progress and time.perf_counter() - shown >= every and load.done:
+            shown = time.perf_counter()
+            progress(f"  {load.done:,}/{total:,} requests, {load.done / (shown - started):.0f}/s, "
+                     f"{sum(load.errors.values())} unexpected so far")
         if action and acted_at is None and load.done >= at:
             acted_at = load.done
             action()
