@@ -1,4 +1,4 @@
-"""Read and throw away the part of a request body the app did not read, after the answer is sent, so that
+"""Read and throw away the part of a request body the app did not read, before its answer is sent, so that
 a client which sends its whole body before reading (Python's urllib, a browser's fetch) gets the answer,
 above all the JSON 413 for an upload over MAX_UPLOAD_BYTES, instead of a reset connection.
 
@@ -8,13 +8,19 @@ own 64 kB keep-alive drain is left). Closing a socket with unread bytes in its r
 kernel send a TCP reset, which throws away the answer still waiting in the client's buffer: urllib
 raised "Broken pipe" for an 11 MB upload and never saw the 413 (tests/service/test_proxy.py).
 
-How: the answer's iterable is wrapped; its close(), which gunicorn calls once the last byte is written,
-reads what is left of wsgi.input in 64 kB pieces and keeps none of them, so memory stays flat. Bounded,
-so a hostile client cannot hold a thread: a body that declares more than DRAIN_BYTES is not drained at
-all (closed at once, as before), no more than DRAIN_BYTES are read, and no longer than DRAIN_SECONDS in
-all (a read waits only for what is left of that). Only under gunicorn: its socket is what bounds the
-time, and its wsgi.input ends at the body's end (`wsgi.input_terminated`), so the drain never reads into
-the next request. Requests without a body are passed through untouched (static files keep sendfile).
+Why before the answer, not after: a keep-alive client (nginx in front, serve/proxy.py) sends its next
+request as soon as it has the answer. Reading the rest of the old body after that can pull the start of
+the next request into gunicorn's buffer, where its poller never sees it: the connection sat idle for its
+5 s keep-alive and was closed unanswered (502s under benchmarks/fuzz_uploads.py --proxy). Read first, and
+nothing of the next request can be on the socket yet. gunicorn answers `Expect: 100-continue` itself, so
+a client that waits for it (curl, for a large body) sends the body and gets the 413 after it.
+
+Bounded, so a hostile client cannot hold a thread: a body that declares more than DRAIN_BYTES is not
+drained at all (answered at once, then closed, as before), no more than DRAIN_BYTES are read, 64 kB at a
+time and none of it kept, and no longer than DRAIN_SECONDS in all (each read waits only for what is left
+of that), after which the answer goes anyway. Only under gunicorn: its socket is what bounds the time, and
+its wsgi.input ends at the body's end (`wsgi.input_terminated`), so the drain never reads into the next
+request. Requests without a body are passed through untouched.
 """
 import time
 
@@ -33,7 +39,7 @@ def declared_length(environ):
 
 def drain(stream, sock, max_bytes, seconds):
     """Read `stream` to its end, at most max_bytes and `seconds`, keeping nothing. -> bytes read; it stops
-    quietly on a timeout or any error of the stream (the answer has been sent whatever happens here)."""
+    quietly on a timeout or any error of the stream (the answer is sent whatever happens here)."""
     deadline, read = time.monotonic() + seconds, 0
     previous = sock.gettimeout()
     try:
@@ -46,7 +52,7 @@ def drain(stream, sock, max_bytes, seconds):
             if not piece:
                 break
             read += len(piece)
-    except Exception:  # noqa: BLE001 - a timeout, a reset, a malformed chunk: nothing left to answer
+    except Exception:  # noqa: BLE001 - a timeout, a reset, a malformed chunk: nothing more to read
         pass
     finally:
         try:
@@ -57,32 +63,16 @@ def drain(stream, sock, max_bytes, seconds):
 
 
 class DrainUnreadBody:
-    """WSGI middleware: after the answer, drain what is left of the request body (see the module's doc)."""
+    """WSGI middleware: once the app has made its answer, and before a byte of it is sent, drain what is
+    left of the request body (see the module's doc)."""
 
     def __init__(self, app, max_bytes, seconds):
         self.app, self.max_bytes, self.seconds = app, max_bytes, seconds
 
     def __call__(self, environ, start_response):
-        answer = self.app(environ, start_response)
+        answer = self.app(environ, start_response)  # gunicorn sends nothing until the answer is iterated
         sock, length = environ.get("gunicorn.socket"), declared_length(environ)
-        if sock is None or not environ.get("wsgi.input_terminated") or length == 0 \
-                or (length is not None and length > self.max_bytes):
-            return answer
-        return _ThenDrain(answer, lambda: drain(environ["wsgi.input"], sock, self.max_bytes, self.seconds))
-
-
-class _ThenDrain:
-    """The answer's iterable, whose close() (called by the server after the last byte is sent) drains."""
-
-    def __init__(self, answer, then):
-        self._answer, self._then = answer, then
-
-    def __iter__(self):
-        return iter(self._answer)
-
-    def close(self):
-        try:
-            if hasattr(self._answer, "close"):
-                self._answer.close()
-        finally:
-            self._then()
+        if sock is not None and environ.get("wsgi.input_terminated") and length != 0 \
+                and (length is None or length <= self.max_bytes):
+            drain(environ["wsgi.input"], sock, self.max_bytes, self.seconds)
+        return answer
