@@ -11,8 +11,8 @@ read before and after.
 Pass, or the exit status is 1: no 5xx; every answer JSON, either a 4xx error or an answer of the
 documented shape (gunicorn itself refuses over-long request lines and headers and control characters in
 headers, before the app, with an HTML 400/414/431: counted apart); no worker died or was replaced;
-every bomb refused with a 4xx in time and the workers' resident memory after the bombs close to before
-(conf/targets.yaml `fuzz_uploads`). With --proxy the cases go through nginx (serve/proxy.py, `make
+every bomb refused with a 4xx in time, no answer slower than `answer_ms`, and the workers' resident
+memory after the bombs close to before (conf/targets.yaml `fuzz_uploads`). With --proxy the cases go through nginx (serve/proxy.py, `make
 serve-proxy`) to two backends of one worker each: the same judgement, nginx's own refusals (JSON 400, 413,
 414) included, and no worker of either backend may die.
 """

@@ -143,8 +143,10 @@ def fuzz(port, server, n, seed, threads, goal=None):
     results = run_cases(sender, cases(n, seed), threads)
     goal = goal or targets("fuzz_uploads")
     slow_bombs = [r for r in bomb_results if r.ms >= goal["bomb_ms"]]
+    slow = [r for r in bomb_results + results if r.ms >= goal["answer_ms"]]
     problems = [(r, problem(r)) for r in bomb_results + results if problem(r)]
     return {"goal": goal, "results": results, "bombs": bomb_results, "problems": problems, "slow_bombs": slow_bombs,
+            "slow": slow,
             "workers_before": workers, "workers_after": pids(),
             "rss_before": rss_before, "rss_after_bombs": rss_after_bombs, "rss_end": rss_mb(pids())}
 
@@ -170,6 +172,8 @@ def report(outcome):
     lines.append(f"bombs: {len(outcome['bombs'])}, slowest {max(r.ms for r in outcome['bombs']):.1f} ms "
                  f"(limit {outcome['goal']['bomb_ms']}), {len(outcome['slow_bombs'])} slower; workers' RSS {outcome['rss_before']:.0f} MB "
                  f"before, {outcome['rss_after_bombs']:.0f} MB after the bombs, {outcome['rss_end']:.0f} MB at the end")
+    lines.append(f"answers slower than {outcome['goal']['answer_ms']} ms: {len(outcome['slow'])}"
+                 + "".join(f"\n  SLOW {r.ms:.0f} ms {r.case.family} {r.case.path}" for r in outcome["slow"][:5]))
     lines.append(f"workers: {outcome['workers_before']} before, {outcome['workers_after']} after "
                  f"({'none died' if outcome['workers_before'] == outcome['workers_after'] else 'REPLACED'})")
     for r, why in outcome["problems"][:20]:
@@ -180,5 +184,5 @@ def report(outcome):
 def passed(outcome):
     goal = outcome["goal"]
     memory_ok = outcome["rss_after_bombs"] <= outcome["rss_before"] * (1 + goal["rss_growth"]) + goal["rss_slack_mb"]
-    return (not outcome["problems"] and not outcome["slow_bombs"] and memory_ok
+    return (not outcome["problems"] and not outcome["slow_bombs"] and not outcome["slow"] and memory_ok
             and outcome["workers_before"] == outcome["workers_after"])
