@@ -117,6 +117,19 @@ def test_an_upload_over_the_limit_gets_its_json_413_in_every_client(bases, where
     assert status == 413 and json.loads(body)["error"]["code"] == "request_entity_too_large", body[:200]
 
 
+def test_a_client_that_stops_sending_gets_its_413_after_a_second(direct):
+    """It declared a body over the limit, sent a little and waits for the answer: the drain stops after
+    IDLE (1 s) without a byte, not DRAIN_SECONDS (5 s), and the 413 goes."""
+    with socket.create_connection(("127.0.0.1", direct), timeout=10) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (LIMIT + 100_000) + bytes(1000))
+        started = time.perf_counter()
+        answer = s.recv(65536)
+        waited = time.perf_counter() - started
+    assert answer.startswith(b"HTTP/1.1 413") and b"request_entity_too_large" in answer
+    assert 0.9 < waited < 2.5, waited
+
+
 @pytest.fixture(scope="module")
 def browser():
     from playwright import sync_api
@@ -177,9 +190,10 @@ def test_the_drain_is_bounded_in_bytes_and_time_and_keeps_nothing():
     body = Trickle(10_000_000)
     assert drain(body, sock, 3_000_000, 5) == 3_000_000  # stops at the cap, never a piece over 64 kB
     assert max(body.asked) <= 64 * 1024 and sock.timeouts[-1] is None  # the socket's timeout put back
-    slow = Trickle(10_000_000, delay=0.05)
+    assert set(sock.timeouts[:-1]) == {1.0}  # no read waits more than IDLE for a byte
+    slow, sock = Trickle(10_000_000, delay=0.05), FakeSocket()
     started = time.monotonic()
-    assert drain(slow, FakeSocket(), 50_000_000, 0.3) < 10_000_000
+    assert drain(slow, sock, 50_000_000, 0.3) < 10_000_000
     assert time.monotonic() - started < 0.5
     broken = Trickle(1)
     broken.read = lambda n: (_ for _ in ()).throw(ConnectionResetError())
