@@ -13,10 +13,10 @@ serve/model.py; gunicorn's HOST / PORT / WORKERS / THREADS in serve/gunicorn.con
     LOG_FORMAT=text             the access log (serve/access.py) and the server's own log lines: text or json
     ACCESS_LOG=off              where the access log goes: - (stdout), a file to append to, or off (the
                                 default in process; serve/gunicorn.conf.py makes it - for the server)
-    DRAIN_BYTES=41943040        after answering, read and discard up to this much of a body the app left
-                                unread (a 413's upload), so the client sees the answer and not a reset;
-                                a body declaring more is not drained (serve/drain.py). 4x the upload limit
-    DRAIN_SECONDS=5             ... for at most this long (gunicorn's own keep-alive drain waits as long)
+    DRAIN_BYTES=41943040        before an answer is sent, read and discard up to this much of a body the
+                                app left unread (a 413's upload), so the client sees the answer and not a
+                                reset; a body declaring more is not drained (serve/drain.py). 4x the limit
+    DRAIN_SECONDS=5             ... for at most this long in all, and never more than 1 s without a byte
     PROXY_HOPS=0                how many proxies in front of the server to trust: the client address (the
                                 access log's `remote`) and scheme are then taken from that many entries of
                                 X-Forwarded-For / X-Forwarded-Proto (werkzeug's ProxyFix). 0, the default,
