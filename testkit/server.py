@@ -32,8 +32,8 @@ def free_port():
 
 def proxied(bundle=None, logs=None, rate_limit=1000, rate_burst=1000, **extra_env):
     """serve.proxy.Proxy (nginx in front of two gunicorn backends) on free loopback ports, the backends
-    serving `bundle` with registry polling off and their access log in logs/backend-PORT.log (a fresh
-    folder when None); a context manager. The rate limit is high: tests and benchmarks load it from one
+    serving `bundle` with registry polling off and their access log in logs/backend-PORT.log (when None,
+    a fresh folder under the temp folder, left there to read afterwards); a context manager. The rate limit is high: tests and benchmarks load it from one
     address; pass a low one to see it work."""
     from serve.config import ProxySettings
     from serve.proxy import Proxy
