@@ -5,11 +5,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # The browser tests/service/test_web.py drives; `make browser` installs it.
 CHROMIUM ?= /usr/bin/chromium
+# The proxy of `make serve-proxy` and tests/service/test_proxy.py; `make proxy-deps` installs it.
+NGINX ?= /usr/sbin/nginx
+NGINX_PACKAGE ?= nginx
 BIN := $(VENV)/bin
 # Stages run `python -m pipeline.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install fonts browser repro serve run ui test audit bench params clean
+.PHONY: install fonts browser proxy-deps repro serve serve-proxy run ui test audit bench params clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +41,13 @@ serve: install
 	@echo "== serving the champion on http://$(HOST):$(PORT)/ (the web page; the API: http://$(HOST):$(PORT)/docs)"
 	@echo "== compare the runs in the MLflow UI: make ui (http://$(HOST):$${UI_PORT:-5000}); Ctrl-C stops the server"
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c serve/gunicorn.conf.py serve.gunicorn_app:app
+
+# nginx on HOST:PORT in front of two gunicorn backends on 127.0.0.1:PORT+1 and PORT+2 (serve/proxy.py,
+# deploy/nginx/digits.conf.template): whole requests buffered, slow clients timed out, RATE_LIMIT per client.
+serve-proxy: install proxy-deps
+	$(BIN)/python -m serve.check || exit 1
+	@echo "== the API behind nginx on http://$(HOST):$(PORT)/ (RATE_LIMIT $${RATE_LIMIT:-10}/s per client, burst $${RATE_BURST:-20}); Ctrl-C stops all"
+	NGINX=$(NGINX) HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m serve.proxy
 
 run: repro serve
 
@@ -72,11 +82,26 @@ browser:
 	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
 		|| echo "make browser: could not install chromium; the browser tests will be skipped"
 
+# Debian's nginx, for `make serve-proxy` and the proxy tests; installed only when missing. The package runs
+# nothing of ours: serve/proxy.py starts a private instance (its own config, loopback, no port 80). On a
+# machine with an init system the package also enables Debian's own nginx service: `systemctl disable --now
+# nginx` if that is not wanted. Without apt-get or the rights to use it, say so: the proxy tests then fail
+# with the same advice.
+proxy-deps:
+	@if [ -x $(NGINX) ]; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO=none; fi; \
+	if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make proxy-deps: no apt-get or no root/sudo: install nginx yourself (tests/service/test_proxy.py needs it)"; \
+		exit 0; fi; \
+	echo "make proxy-deps: installing nginx with apt-get for the proxy (make serve-proxy) and its tests"; \
+	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(NGINX_PACKAGE); } \
+		|| echo "make proxy-deps: could not install nginx; the proxy tests will fail"
+
 # Two pytest processes, whole test files each (pytest-xdist): most of the three pipeline runs is one core's
 # worth of process start-up, imports and data generation, which the other process's work fills in
 # (docs/benchmarks.md: 13.9 min against 20.8 serial on 2 cores). TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
-test: install fonts browser
+test: install fonts browser proxy-deps
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # pip-audit over .venv: fails on a known vulnerability, warns (exit 0) when the service cannot answer

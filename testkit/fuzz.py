@@ -127,9 +127,15 @@ def run_cases(sender, todo, threads):
 
 
 def fuzz(port, server, n, seed, threads, goal=None):
-    """Bombs first (sequential, timed, memory read around them), then n cases -> report dict."""
+    """Bombs first (sequential, timed, memory read around them), then n cases -> report dict. server: the
+    gunicorn process whose workers are watched, or a list of them (the backends behind a proxy)."""
+    servers = server if isinstance(server, list) else [server]
+
+    def pids():
+        return sorted(pid for s in servers for pid in worker_pids(s))
+
     sender = Sender("127.0.0.1", port)
-    workers = worker_pids(server)
+    workers = pids()
     run_cases(sender, cases(40, seed + 1), 1)  # warm both workers up before reading memory
     rss_before = rss_mb(workers)
     bomb_results = run_cases(sender, bomb_cases(), 1)
@@ -137,10 +143,12 @@ def fuzz(port, server, n, seed, threads, goal=None):
     results = run_cases(sender, cases(n, seed), threads)
     goal = goal or targets("fuzz_uploads")
     slow_bombs = [r for r in bomb_results if r.ms >= goal["bomb_ms"]]
+    slow = [r for r in bomb_results + results if r.ms >= goal["answer_ms"]]
     problems = [(r, problem(r)) for r in bomb_results + results if problem(r)]
     return {"goal": goal, "results": results, "bombs": bomb_results, "problems": problems, "slow_bombs": slow_bombs,
-            "workers_before": workers, "workers_after": worker_pids(server),
-            "rss_before": rss_before, "rss_after_bombs": rss_after_bombs, "rss_end": rss_mb(worker_pids(server))}
+            "slow": slow,
+            "workers_before": workers, "workers_after": pids(),
+            "rss_before": rss_before, "rss_after_bombs": rss_after_bombs, "rss_end": rss_mb(pids())}
 
 
 def report(outcome):
@@ -164,6 +172,8 @@ def report(outcome):
     lines.append(f"bombs: {len(outcome['bombs'])}, slowest {max(r.ms for r in outcome['bombs']):.1f} ms "
                  f"(limit {outcome['goal']['bomb_ms']}), {len(outcome['slow_bombs'])} slower; workers' RSS {outcome['rss_before']:.0f} MB "
                  f"before, {outcome['rss_after_bombs']:.0f} MB after the bombs, {outcome['rss_end']:.0f} MB at the end")
+    lines.append(f"answers slower than {outcome['goal']['answer_ms']} ms: {len(outcome['slow'])}"
+                 + "".join(f"\n  SLOW {r.ms:.0f} ms {r.case.family} {r.case.path}" for r in outcome["slow"][:5]))
     lines.append(f"workers: {outcome['workers_before']} before, {outcome['workers_after']} after "
                  f"({'none died' if outcome['workers_before'] == outcome['workers_after'] else 'REPLACED'})")
     for r, why in outcome["problems"][:20]:
@@ -174,5 +184,5 @@ def report(outcome):
 def passed(outcome):
     goal = outcome["goal"]
     memory_ok = outcome["rss_after_bombs"] <= outcome["rss_before"] * (1 + goal["rss_growth"]) + goal["rss_slack_mb"]
-    return (not outcome["problems"] and not outcome["slow_bombs"] and memory_ok
+    return (not outcome["problems"] and not outcome["slow_bombs"] and not outcome["slow"] and memory_ok
             and outcome["workers_before"] == outcome["workers_after"])

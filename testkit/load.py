@@ -163,6 +163,27 @@ def run(port, server, pool, total, concurrency, kill_at=None, seed=0, progress=N
             "killed": killed, "replaced": replaced, "replaced_after_s": replaced_after_s}
 
 
+def run_through(port, pool, total, concurrency, at=None, action=None, seed=0, progress=None, every=10.0):
+    """The same load against a server whose workers are not ours to watch (nginx in front of backends:
+    serve/proxy.py): `action()` is called once, when `at` requests are done (e.g. kill a backend).
+    -> what report() reads, without the worker and memory lines."""
+    load = Load(port, schedule(pool, total, seed), references(port, pool), concurrency)
+    started, acted_at = time.perf_counter(), None
+    threads = load.run()
+    shown = started
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.02)
+        if progress and time.perf_counter() - shown >= every and load.done:
+            shown = time.perf_counter()
+            progress(f"  {load.done:,}/{total:,} requests, {load.done / (shown - started):.0f}/s, "
+                     f"{sum(load.errors.values())} unexpected so far")
+        if action and acted_at is None and load.done >= at:
+            acted_at = load.done
+            action()
+    return {"total": total, "concurrency": concurrency, "elapsed": time.perf_counter() - started,
+            "latency": load.latency, "errors": load.errors, "examples": load.examples, "acted_at": acted_at}
+
+
 def report(outcome):
     lines = [f"{outcome['total']:,} requests at concurrency {outcome['concurrency']} in {outcome['elapsed']:.0f} s: "
              f"{outcome['total'] / outcome['elapsed']:.0f} requests/s"]
@@ -181,6 +202,8 @@ def report(outcome):
                  f"({', '.join(f'{k}: {w} x{n}' for (k, w), n in outcome['errors'].items()) or 'none'})")
     for example in outcome["examples"]:
         lines.append(f"  e.g. {example}")
+    if "workers" not in outcome:  # run_through: no workers watched
+        return "\n".join(lines)
     first, end = outcome["rss"].get("first", {}), outcome["rss"]["end"]
     for pid in outcome["workers"]:
         if pid == outcome["killed"]:

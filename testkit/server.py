@@ -1,11 +1,13 @@
-"""The real server for tests and benchmarks: `python -m serve` (gunicorn) on a free loopback port, HTTP
-helpers, and what its workers are doing, read from Linux's /proc."""
+"""The real server for tests and benchmarks: `python -m serve` (gunicorn) on a free loopback port, or
+nginx in front of two of them (serve/proxy.py), HTTP helpers, and what its workers are doing, read from
+Linux's /proc."""
 import http.client
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +28,23 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def proxied(bundle=None, logs=None, rate_limit=1000, rate_burst=1000, **extra_env):
+    """serve.proxy.Proxy (nginx in front of two gunicorn backends) on free loopback ports, the backends
+    serving `bundle` with registry polling off and their access log in logs/backend-PORT.log (when None,
+    a fresh folder under the temp folder, left there to read afterwards); a context manager. The rate limit is high: tests and benchmarks load it from one
+    address; pass a low one to see it work."""
+    from serve.config import ProxySettings
+    from serve.proxy import Proxy
+
+    ports = set()
+    while len(ports) < 3:
+        ports.add(free_port())
+    port, *backends = sorted(ports)
+    env = server_env(bundle, MODEL_POLL_SECONDS="0", ACCESS_LOG="-", **extra_env)
+    return Proxy(port=port, backend_ports=backends, env=env, settings=ProxySettings(rate_limit, rate_burst),
+                 logs=logs or tempfile.mkdtemp(prefix="digits-proxy-logs-"))
 
 
 def get_json(port, path, timeout=5):
