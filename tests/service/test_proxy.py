@@ -308,7 +308,10 @@ def test_a_backend_killed_under_load_loses_under_a_thousandth_of_the_requests(bu
     pool = load.request_pool(mnist["x_test"], mnist["y_test"], per_kind=8)
     (logs / "kill").mkdir()
     with proxied(bundle, logs / "kill") as running:
-        outcome = load.run_through(running.port, pool, total=1000, concurrency=8, at=300,
+        # 3,000 requests, so that the target (< 0.1%) is what is asserted: at 1,000 it would demand none, and
+        # a backend SIGKILLed between an answer's headers and its body loses that one request whatever nginx
+        # does (it has passed the headers on and cannot retry; docs/benchmarks.md: 1 of 50,000 once).
+        outcome = load.run_through(running.port, pool, total=3000, concurrency=8, at=1000,
                                    action=lambda: running.kill_backend(0, signal.SIGKILL))
         survivor = running.backends[1].poll()
     print("\n" + load.report(outcome))
