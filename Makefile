@@ -8,11 +8,13 @@ CHROMIUM ?= /usr/bin/chromium
 # The proxy of `make serve-proxy` and tests/service/test_proxy.py; `make proxy-deps` installs it.
 NGINX ?= /usr/sbin/nginx
 NGINX_PACKAGE ?= nginx
+# The PostgreSQL server tests/service/test_feedback_store.py starts privately; `make feedback-deps` installs it.
+PG_PACKAGE ?= postgresql
 BIN := $(VENV)/bin
 # Stages run `python -m pipeline.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install fonts browser proxy-deps repro serve serve-proxy run ui test audit bench params clean
+.PHONY: install fonts browser proxy-deps feedback-deps repro serve serve-proxy run ui test audit bench params clean
 
 install: $(VENV)/.installed
 
@@ -97,11 +99,26 @@ proxy-deps:
 	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(NGINX_PACKAGE); } \
 		|| echo "make proxy-deps: could not install nginx; the proxy tests will fail"
 
+# Debian's PostgreSQL server, for the feedback store's tests (testkit/postgres.py starts a private cluster
+# on loopback; the server itself uses SQLite unless FEEDBACK_DB_URL names a database). Installed only when
+# missing. The package also sets up and starts Debian's own cluster where an init system runs:
+# `systemctl disable --now postgresql` if that is not wanted. Without apt-get or root, say so: those
+# tests then fail with the same advice.
+feedback-deps:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO=none; fi; \
+	if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make feedback-deps: no apt-get or no root/sudo: install postgresql yourself (tests/service/test_feedback_store.py needs it)"; \
+		exit 0; fi; \
+	echo "make feedback-deps: installing postgresql with apt-get for the feedback store's tests"; \
+	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PG_PACKAGE); } \
+		|| echo "make feedback-deps: could not install postgresql; the feedback store's PostgreSQL tests will fail"
+
 # Two pytest processes, whole test files each (pytest-xdist): most of the three pipeline runs is one core's
 # worth of process start-up, imports and data generation, which the other process's work fills in
 # (docs/benchmarks.md: 13.9 min against 20.8 serial on 2 cores). TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
-test: install fonts browser proxy-deps
+test: install fonts browser proxy-deps feedback-deps
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # pip-audit over .venv: fails on a known vulnerability, warns (exit 0) when the service cannot answer

@@ -36,8 +36,10 @@ def main(argv=None):
         if not os.environ.get("MODEL_DIR"):  # the registered champion, bundled the way a container carries it
             subprocess.run([sys.executable, "-m", "serve", "bundle", str(scratch / "bundle")], cwd=ROOT, check=True)
         port, log = free_port(), scratch / "server.log"
+        # POST /feedback's corrections go to a store in the scratch folder, never the repository's
         env = server_env(os.environ.get("MODEL_DIR") or scratch / "bundle", WORKERS=args.workers, THREADS="2",
-                         MODEL_POLL_SECONDS="0")
+                         MODEL_POLL_SECONDS="0", FEEDBACK_DIR=str(scratch / "feedback"), FEEDBACK_DB_URL="",
+                         FEEDBACK_RATE="0")  # its own test checks the rate limit: here, the logic behind it
         base = f"http://127.0.0.1:{port}"
         with open(log, "w") as out:
             server = subprocess.Popen([sys.executable, "-m", "serve", "--port", str(port)], cwd=ROOT, env=env,

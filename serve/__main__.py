@@ -4,6 +4,9 @@ python -m serve predict FILE|DIR... [--json]  read images through exactly the AP
 python -m serve read FILE... [--json]       read written numbers (POST /read), same path
 python -m serve bundle DIR                  write the verified champion to DIR (model.onnx + model.json) for
                                             MODEL_DIR=DIR, e.g. baked into a container image
+python -m serve feedback list [--state S] [--json] | review ID accept|reject | export DIR [--state S] |
+                         delete ID | stats      users' corrections (POST /feedback), in FEEDBACK_DB_URL or
+                                            the default SQLite (serve/feedback_cli.py)
 """
 import argparse
 import json
@@ -31,12 +34,19 @@ def main(argv=None):
         command.set_defaults(route=route)
     bundle = commands.add_parser("bundle", help="write the verified champion to a folder for MODEL_DIR")
     bundle.add_argument("folder", type=Path)
+    from serve.feedback_cli import add_commands
+
+    add_commands(commands)
     args = parser.parse_args(argv)
 
     if args.command is None and not args.dev:  # production: gunicorn, configured in serve/gunicorn.conf.py
         os.environ.update(HOST=args.host, PORT=str(args.port))
         config = str(Path(__file__).with_name("gunicorn.conf.py"))
         os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", config, "serve.gunicorn_app:app"])
+    if args.command == "feedback":
+        from serve.feedback_cli import run
+
+        return run(args)
     try:
         if args.command == "bundle":
             from serve.model import export_bundle, load_champion

@@ -1,5 +1,5 @@
 """The Flask application factory: `create_app()` loads the verified champion and registers the routes
-(serve/routes.py, and the Open Inference Protocol's in serve/v2.py), the JSON errors (serve/errors.py),
+(serve/routes.py, the Open Inference Protocol's in serve/v2.py, users' corrections in serve/feedback.py), the JSON errors (serve/errors.py),
 the request id and access log (serve/access.py) and the metrics hooks (serve/metrics.py); around it,
 whole reads of gunicorn's request body (serve/uploads.py), the drain of unread bodies (serve/drain.py)
 and, behind a proxy (PROXY_HOPS), werkzeug's ProxyFix."""
@@ -7,7 +7,7 @@ from flask import Flask
 from werkzeug.datastructures import ImmutableDict
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from serve import access, errors, metrics, routes, uploads, v2
+from serve import access, errors, feedback, metrics, routes, uploads, v2
 from serve.config import Settings
 from serve.drain import DrainUnreadBody
 from serve.model import Registry, Serving, load_champion
@@ -44,6 +44,7 @@ def create_app(champion=None, settings=None, registry=None):
     app.register_blueprint(routes.api)
     app.register_blueprint(routes.ops)
     app.register_blueprint(v2.v2)
+    app.register_blueprint(feedback.feedback)  # its store is opened on the first correction, not here
     app.wsgi_app = uploads.whole_reads(app.wsgi_app)
     app.wsgi_app = DrainUnreadBody(app.wsgi_app, settings.drain_bytes, settings.drain_seconds)
     if settings.proxy_hops:  # the client address and scheme as the trusted proxies saw them, not as sent

@@ -23,6 +23,22 @@ serve/model.py; gunicorn's HOST / PORT / WORKERS / THREADS in serve/gunicorn.con
                                 ignores those headers: anyone can send them. 1 behind `make serve-proxy`'s
                                 nginx, which sets them; never more than the proxies really in front
 
+Feedback (POST /feedback, serve/feedback.py; the store, serve/store.py; docs/security.md "Feedback"):
+
+    FEEDBACK_DB_URL=            the store, an SQLAlchemy URL (postgresql+psycopg://user@host/db); empty: SQLite
+                                in FEEDBACK_DIR/feedback.db
+    FEEDBACK_DIR=feedback       that SQLite file's folder (git-ignored), relative to the working directory
+    FEEDBACK_SECRET=            the key that signs /predict's answer ids (HMAC-SHA256). Unset, each server start
+                                makes one (serve/gunicorn.conf.py, before the workers fork: all share it), so
+                                ids do not outlive a restart; set it to keep them valid across restarts
+    FEEDBACK_ID_SECONDS=3600    how long an answer id can be sent back as feedback
+    FEEDBACK_RATE=30            corrections a minute each client address may send, per worker (0: no limit)
+    FEEDBACK_BURST=10           ... of which this many at once
+    FEEDBACK_MAX_BYTES=         a feedback request's body limit; empty: MAX_UPLOAD_BYTES (never more)
+    FEEDBACK_MAX_PENDING=100000 corrections waiting for review, in all, before new ones are refused (507)
+    FEEDBACK_STORE_RAW=0        1: keep the upload itself with a correction sent with its image ...
+    FEEDBACK_RAW_MAX_BYTES=2097152  ... when it is no larger than this (else only its 28x28 and sha256)
+
 The proxy (`make serve-proxy`, serve/proxy.py: nginx in front of two gunicorn backends) reads its own,
 in ProxySettings below:
 
@@ -32,6 +48,7 @@ in ProxySettings below:
 """
 import math
 import os
+import secrets
 from dataclasses import dataclass, field
 
 from digits.settings import DECODE
@@ -76,6 +93,25 @@ class Settings:
     drain_bytes: int = field(default_factory=lambda: env_number("DRAIN_BYTES", 40 * 1024 * 1024, minimum=0))
     drain_seconds: float = field(default_factory=lambda: env_number("DRAIN_SECONDS", 5.0, float, 0))
     proxy_hops: int = field(default_factory=lambda: env_number("PROXY_HOPS", 0, minimum=0))
+    feedback_db_url: str = field(default_factory=lambda: os.environ.get("FEEDBACK_DB_URL", ""))
+    feedback_dir: str = field(default_factory=lambda: os.environ.get("FEEDBACK_DIR") or "feedback")
+    # Unset (tests, `python -m serve --dev`): one per process, so ids do not survive a restart.
+    feedback_secret: bytes = field(default_factory=lambda: (os.environ.get("FEEDBACK_SECRET") or "").encode()
+                                   or secrets.token_bytes(32), repr=False)
+    feedback_id_seconds: int = field(default_factory=lambda: env_number("FEEDBACK_ID_SECONDS", 3600))
+    feedback_rate: float = field(default_factory=lambda: env_number("FEEDBACK_RATE", 30.0, float, 0))
+    feedback_burst: int = field(default_factory=lambda: env_number("FEEDBACK_BURST", 10))
+    feedback_max_bytes: int = field(default_factory=lambda: env_number("FEEDBACK_MAX_BYTES", 0, minimum=0))
+    feedback_max_pending: int = field(default_factory=lambda: env_number("FEEDBACK_MAX_PENDING", 100_000))
+    feedback_store_raw: bool = field(default_factory=lambda: env_choice("FEEDBACK_STORE_RAW", "0", ("0", "1")) == "1")
+    feedback_raw_max_bytes: int = field(default_factory=lambda: env_number("FEEDBACK_RAW_MAX_BYTES", 2 * 1024 * 1024))
+
+    def feedback_url(self) -> str:
+        """Where corrections are kept: FEEDBACK_DB_URL, else SQLite in FEEDBACK_DIR."""
+        return self.feedback_db_url or f"sqlite:///{os.path.abspath(os.path.join(self.feedback_dir, 'feedback.db'))}"
+
+    def feedback_body_limit(self) -> int:
+        return min(self.feedback_max_bytes or self.max_upload_bytes, self.max_upload_bytes)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ threads only queue on the GIL: at 8 concurrent clients on 2 cores, 4 threads per
 /health rate and doubled /predict's p99 (docs/benchmarks.md).
 """
 import os
+import secrets
 import shutil
 import tempfile
 
@@ -40,6 +41,10 @@ limit_request_field_size = 8190  # bytes of one header line
 # gunicorn's runtime control socket lives at one fixed path per user: two servers (or a test beside a
 # running server) would fight over it, and nothing here needs it.
 control_socket_disable = True
+
+# The key that signs /predict's answer ids (serve/answer_id.py), made here, before the workers fork, when the
+# operator set none: a POST /feedback may land on another worker than its /predict, so all must share it.
+os.environ.setdefault("FEEDBACK_SECRET", secrets.token_hex(32))
 
 # One folder for the workers' Prometheus counters, made before any worker imports prometheus_client.
 metrics_dir = tempfile.mkdtemp(prefix="digits-metrics-")

@@ -143,6 +143,64 @@ def v2_paths(name, version) -> dict:
     return paths
 
 
+# POST /feedback (serve/feedback.py): what it takes besides the image, the same in JSON, form fields or query.
+LABEL = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 9},
+                   {"enum": [str(d) for d in range(10)] + ["not_a_digit", "not a digit"]}],
+         "description": "what the image really is: a digit, or not a digit at all"}
+FEEDBACK_FIELDS = {
+    "label": LABEL,
+    "id": {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": "^[A-Za-z0-9_-]+$",
+           "description": "the `id` of a /predict answer (instead of the image), valid FEEDBACK_ID_SECONDS"},
+    "answer": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 9},
+                         {"enum": [str(d) for d in range(10)] + ["not_a_digit", "not a digit", "blank"]}],
+               "description": "what the service answered (with an id: checked against it)"},
+    "model": {"type": "string", "minLength": 1, "maxLength": 255, "description": "name@version that answered"},
+    "confidence": {"type": "number", "minimum": 0, "maximum": 1, "description": "the answer's confidence"},
+}
+
+
+def feedback_paths() -> dict:
+    binary = {"type": "string", "format": "binary"}
+    form = {"type": "object", "required": ["label"], "additionalProperties": False, "maxProperties": 6,
+            "properties": {**FEEDBACK_FIELDS, "image": binary, "file": binary},
+            "description": "label, and the image in `image` (or `file`) or the `id` of an answer"}
+    body = {"required": True, "description": "the image and ?label=..., or label and the image or id in the body",
+            "content": {
+                "application/json": {"schema": {**form, "properties": {**FEEDBACK_FIELDS, "image": {
+                    "type": "string", "minLength": 1, "pattern": BASE64}}, "maxProperties": 5},
+                    "example": {"image": SEVEN, "label": 7, "answer": 7}},
+                "multipart/form-data": {"schema": form},
+                "image/*": {"schema": binary}, "application/octet-stream": {"schema": binary}}}
+    query = [{"name": name, "in": "query", "required": False, "schema": schema,
+              "description": "with a raw image body: " + schema["description"]}
+             for name, schema in FEEDBACK_FIELDS.items() if name != "id"]
+    saved = {"type": "object", "required": ["id", "label", "state", "duplicate"], "properties": {
+        "id": {"type": "integer", "description": "the correction's id in the store"},
+        "label": {"type": "string"}, "answer": {"type": ["string", "null"]}, "model": {"type": ["string", "null"]},
+        "state": {"const": "pending", "description": "until the operator accepts or rejects it"},
+        "duplicate": {"type": "boolean"}}}
+    counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+    statuses = {400: "a bad label, field or image; no image and no id; both", 404: "an id this service did not give",
+                410: "an id older than FEEDBACK_ID_SECONDS", 413: "body over FEEDBACK_MAX_BYTES",
+                415: "an image format we do not take", 422: "a decodable but unusable image",
+                429: "over FEEDBACK_RATE corrections a minute from this address (Retry-After says when)",
+                507: "FEEDBACK_MAX_PENDING corrections wait for review already"}
+    return {
+        "/feedback": {"post": {
+            "summary": "Say what an image really is: the image, or the id of a /predict answer, and the label",
+            "parameters": query, "requestBody": body,
+            "responses": {"201": json_response("kept, pending review", saved),
+                          "200": json_response("this upload was already corrected to this label: that one", saved),
+                          **{str(s): {"description": m, "headers": REQUEST_ID, "content": {
+                              "application/json": {"schema": ERROR}}} for s, m in statuses.items()}}}},
+        "/feedback/stats": {"get": {"summary": "Corrections kept: counts by label, model version and state",
+                                    "responses": {"200": json_response("counts", {
+                                        "type": "object", "required": ["total", "by_label", "by_model", "by_state"],
+                                        "properties": {"total": {"type": "integer"}, "by_label": counts,
+                                                       "by_model": counts, "by_state": counts}})}}},
+    }
+
+
 def openapi(settings, name, version) -> dict:
     """The document; name and version: the served model's, the v2 routes' only path values."""
     probability = {"type": "number", "minimum": 0, "maximum": 1}
@@ -156,6 +214,8 @@ def openapi(settings, name, version) -> dict:
                           "description": "calibrated, digits 0-9"},
         "not_a_digit": {**probability, "description": "calibrated probability that this is no digit at all"},
         "input": {"type": "string", "description": "only with ?debug=1"}}}
+    answer_id = {"type": "string", "description": "this answer's id, for POST /feedback (a signed token, valid "
+                 "FEEDBACK_ID_SECONDS)"}
     model = {"type": "string", "description": "name@version of the model that answered", "example": "digits@1"}
     return {
         "openapi": "3.1.0",
@@ -168,7 +228,7 @@ def openapi(settings, name, version) -> dict:
             "/predict": {"post": {
                 "summary": "Read one digit", "parameters": [DEBUG], "requestBody": image_body(),
                 "responses": {"200": json_response("the digit", {"allOf": [prediction, {
-                    "type": "object", "required": ["model"], "properties": {"model": model}}]}),
+                    "type": "object", "required": ["model", "id"], "properties": {"model": model, "id": answer_id}}]}),
                     **errors(400, 413, 415, 422)}}},
             "/predict/batch": {"post": {
                 "summary": "Read many digits; a bad image is an error entry, not a failed request",
@@ -224,6 +284,7 @@ def openapi(settings, name, version) -> dict:
                 "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
             "/": {"get": {"summary": "The web page: draw a digit or upload a photo (uses the routes above)", "responses": {
                 "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            **feedback_paths(),
             **v2_paths(name, version),
         },
         "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -239,6 +300,9 @@ EXAMPLES = {
                  """curl -H 'Content-Type: application/json' -d '{"image": "'$(base64 -w0 digit.png)'"}' http://HOST/predict"""],
     "/predict/batch": ["curl -F images=@a.png -F images=@b.jpg http://HOST/predict/batch"],
     "/read": ["curl -F image=@number.png http://HOST/read"],
+    "/feedback": ["""curl -H 'Content-Type: application/json' -d '{"id": "<a /predict answer's id>", "label": 7}' """
+                  "http://HOST/feedback", "curl -F image=@digit.png -F label=7 -F answer=1 http://HOST/feedback",
+                  "curl -X POST -T digit.png 'http://HOST/feedback?label=not_a_digit'"],
     "/v2/models/{name}/infer": [
         """curl -d '{"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": ["'$(base64 -w0 """
         """digit.png)'"]}]}' http://HOST/v2/models/digits/infer""",

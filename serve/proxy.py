@@ -24,6 +24,7 @@ gunicorn and leaves the proxy to the ingress in front of it.
 import argparse
 import http.client
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -99,6 +100,9 @@ class Proxy:
         self.env, self.settings, self.logs, self.threads = env, settings or ProxySettings(), logs, threads
         self.start_backends = start_backends
         self.backends, self.nginx, self.workdir = [], None, None
+        # One key for the answer ids of both backends (serve/answer_id.py), when the environment gives none:
+        # a POST /feedback may reach the other backend than the /predict whose id it sends.
+        self.secret = secrets.token_hex(32)
 
     @property
     def base(self):
@@ -142,6 +146,7 @@ class Proxy:
     def start_backend(self, port):
         env = {**(self.env if self.env is not None else os.environ), "HOST": "127.0.0.1", "PORT": str(port), "WORKERS": "1",
                "THREADS": str(self.threads), "PROXY_HOPS": "1"}
+        env["FEEDBACK_SECRET"] = env.get("FEEDBACK_SECRET") or self.secret
         return self._spawn([sys.executable, "-m", "serve", "--port", str(port)], env, f"backend-{port}.log")
 
     def wait_until_answering(self, seconds=90):

@@ -1,7 +1,8 @@
 """The routes, two blueprints: `api` reads images, `ops` says what is served and how it is doing.
 
-    POST /predict         one image -> {"prediction", "confidence", "probabilities", "not_a_digit", "model"}
-                          (prediction null + "reason": "blank" or "not_a_digit" when it is no digit)
+    POST /predict         one image -> {"prediction", "confidence", "probabilities", "not_a_digit", "model", "id"}
+                          (prediction null + "reason": "blank" or "not_a_digit" when it is no digit; `id`
+                          is what POST /feedback takes to correct this answer: serve/answer_id.py)
     POST /predict/batch   multipart field `images`, repeated -> {"results": [answer or error per image], "model"}
     POST /read            a written number -> {"number", "digits": [{"prediction", "confidence", "box"}], "model"}
                           (number null + "reason" when the page is blank or a piece is not a digit)
@@ -12,6 +13,7 @@
 Each image route reads the champion once, so an alias switch mid-request cannot mix two models, then
 goes bytes -> decode -> normalise (-> segment) -> model -> JSON.
 """
+import hashlib
 import re
 
 from flask import Blueprint, Response, current_app
@@ -19,7 +21,7 @@ from flask import Blueprint, Response, current_app
 from digits.decode import ImageError, decode
 from digits.normalise import normalise
 from digits.segment import read as segment_and_read
-from serve import access, answers, metrics, uploads
+from serve import access, answer_id, answers, metrics, uploads
 from serve.openapi import docs_page, openapi
 
 api = Blueprint("api", __name__)
@@ -29,11 +31,14 @@ api.before_request(uploads.check_parameters)
 
 @api.post("/predict")
 def predict():
-    champion, limit = current_app.serving.champion, current_app.settings.max_image_pixels
-    image28 = normalise(decode(uploads.upload_bytes(), limit))
+    champion, settings = current_app.serving.champion, current_app.settings
+    upload = uploads.upload_bytes()
+    image28 = normalise(decode(upload, settings.max_image_pixels))
     answer = answers.digits([image28], champion, debug=uploads.debug())[0]
     access.note(champion.label, answers.said(answer))
-    return {**answer, "model": champion.label}
+    ident = answer_id.issue(settings.feedback_secret, image28, hashlib.sha256(upload).hexdigest(), answer,
+                            champion.label)
+    return {**answer, "model": champion.label, "id": ident}
 
 
 @api.post("/predict/batch")

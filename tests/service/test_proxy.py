@@ -72,6 +72,8 @@ def test_through_the_proxy_answers_are_the_server_s_own(bases, digits):
                     answers.append((response.status, response.headers["Content-Type"], json.load(response)))
             except urllib.error.HTTPError as e:
                 answers.append((e.code, e.headers["Content-Type"], json.load(e)))
+        if path == "/predict":  # each server signs its answer's id with its own key, at its own time
+            assert all(answer[2].pop("id") for answer in answers)
         assert answers[0] == answers[1], path
     assert answers[0][0] == 404 and answers[0][2]["error"]["code"] == "not_found"
 
@@ -317,3 +319,26 @@ def test_a_backend_killed_under_load_loses_under_a_thousandth_of_the_requests(bu
     print("\n" + load.report(outcome))
     assert outcome["acted_at"] is not None and survivor is None  # killed mid-load; the other kept serving
     assert sum(outcome["errors"].values()) < 0.001 * outcome["total"], outcome["errors"]
+
+
+def test_an_answers_id_is_taken_by_either_backend(bundle, digits, tmp_path):
+    """Both backends of the proxy sign with one key (serve/proxy.py makes it when the environment has none):
+    ids given by one are taken by the other, whichever nginx sends each request to."""
+    (tmp_path / "logs").mkdir()
+    with proxied(bundle, tmp_path / "logs", FEEDBACK_DIR=str(tmp_path / "store"), FEEDBACK_SECRET="") as running:
+        statuses = []
+        for i in range(6):  # nginx takes turns between the backends: some ids cross over
+            request = urllib.request.Request(running.base + "/predict", data=on_paper(digits[0][i]),
+                                             headers={"Content-Type": "image/png"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                ident = json.load(response)["id"]
+            request = urllib.request.Request(running.base + "/feedback", headers={"Content-Type": "application/json"},
+                                             data=json.dumps({"id": ident, "label": "not_a_digit"}).encode())
+            with urllib.request.urlopen(request, timeout=10) as response:
+                statuses.append(response.status)
+    logs = {log.name: log.read_text() for log in (tmp_path / "logs").glob("backend-*.log")}
+    assert statuses == [201] * 6
+    predicted = {name for name, text in logs.items() if '"POST /predict ' in text}
+    corrected = {name for name, text in logs.items() if '"POST /feedback ' in text}
+    assert len(logs) == 2 and predicted and corrected and predicted | corrected == set(logs), (predicted, corrected)
+    assert not (len(predicted) == len(corrected) == 1 and predicted == corrected)  # some id crossed over
