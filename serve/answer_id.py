@@ -8,7 +8,7 @@ makes the server keep it.
 
 What it holds: a format byte, the time it was issued (whole seconds), the answer (0-9, 10 = not a digit,
 11 = blank), the confidence (float32), the upload's sha256, the model's name@version and the normalised
-28x28 the model saw as uint8. zlib-compressed (an MNIST-like digit is mostly zeros: ~150-350 bytes), then
+28x28 the model saw as uint8. zlib-compressed, fast (an MNIST-like digit is mostly zeros: ~150-350 bytes), then
 an HMAC-SHA256 of it by FEEDBACK_SECRET, cut to 16 bytes (128 bits: RFC 2104 allows truncation to half),
 then URL-safe base64 without padding: ~250-500 characters. A token not made with the secret, changed in
 any byte, or older than FEEDBACK_ID_SECONDS is refused; the contents are signed, not hidden (they are the
@@ -57,7 +57,9 @@ def issue(secret: bytes, image28, upload_sha256: str, answer: dict, model: str, 
     name = model.encode()[:255]
     head = HEAD.pack(FORMAT, int(now if now is not None else time.time()), code, float(answer["confidence"]),
                      bytes.fromhex(upload_sha256), len(name))
-    body = zlib.compress(head + name + to_uint8(image28).tobytes(), 9)
+    # Level 1: 6 us against level 9's 35 us on every /predict, for ~20 more bytes (206 against 188 for the
+    # self-test's 7); the reader is the same for every level.
+    body = zlib.compress(head + name + to_uint8(image28).tobytes(), 1)
     return base64.urlsafe_b64encode(body + mac(secret, body)).rstrip(b"=").decode()
 
 
