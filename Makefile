@@ -72,17 +72,22 @@ fonts:
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null \
 		|| { $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }
 
-# The web page tests drive Debian's chromium (a browser is never downloaded). Installed only when missing;
-# without apt-get or the rights to use it, say so and go on: those tests then skip with the same advice.
-browser:
-	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+# $(call apt_install,NAME,TEST,PACKAGE,FOR): Debian's PACKAGE, installed only when the shell test TEST
+# fails, for FOR. Without apt-get or the rights to use it, or when apt-get fails, say so and go on: what
+# needs the package then fails with the same advice.
+define apt_install
+	@if $(2); then exit 0; fi; \
 	if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO=none; fi; \
 	if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
-		echo "make browser: no apt-get or no root/sudo: install chromium yourself; the browser tests will be skipped"; \
-		exit 0; fi; \
-	echo "make browser: installing chromium with apt-get for the web page tests"; \
-	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
-		|| echo "make browser: could not install chromium; the browser tests will be skipped"
+		echo "make $(1): no apt-get or no root/sudo: install $(3) yourself ($(4) need it)"; exit 0; fi; \
+	echo "make $(1): installing $(3) with apt-get for $(4)"; \
+	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(3); } \
+		|| echo "make $(1): could not install $(3): $(4) will fail"
+endef
+
+# The web page tests drive Debian's chromium (a browser is never downloaded).
+browser:
+	$(call apt_install,browser,[ -x $(CHROMIUM) ],chromium,the web page tests)
 
 # Debian's nginx, for `make serve-proxy` and the proxy tests; installed only when missing. The package runs
 # nothing of ours: serve/proxy.py starts a private instance (its own config, loopback, no port 80). On a
@@ -90,14 +95,7 @@ browser:
 # nginx` if that is not wanted. Without apt-get or the rights to use it, say so: the proxy tests then fail
 # with the same advice.
 proxy-deps:
-	@if [ -x $(NGINX) ]; then exit 0; fi; \
-	if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO=none; fi; \
-	if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
-		echo "make proxy-deps: no apt-get or no root/sudo: install nginx yourself (tests/service/test_proxy.py needs it)"; \
-		exit 0; fi; \
-	echo "make proxy-deps: installing nginx with apt-get for the proxy (make serve-proxy) and its tests"; \
-	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(NGINX_PACKAGE); } \
-		|| echo "make proxy-deps: could not install nginx; the proxy tests will fail"
+	$(call apt_install,proxy-deps,[ -x $(NGINX) ],$(NGINX_PACKAGE),make serve-proxy and the proxy tests)
 
 # Debian's PostgreSQL server, for the feedback store's tests (testkit/postgres.py starts a private cluster
 # on loopback; the server itself uses SQLite unless FEEDBACK_DB_URL names a database). Installed only when
@@ -105,14 +103,7 @@ proxy-deps:
 # `systemctl disable --now postgresql` if that is not wanted. Without apt-get or root, say so: those
 # tests then fail with the same advice.
 feedback-deps:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
-	if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO=none; fi; \
-	if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
-		echo "make feedback-deps: no apt-get or no root/sudo: install postgresql yourself (tests/service/test_feedback_store.py needs it)"; \
-		exit 0; fi; \
-	echo "make feedback-deps: installing postgresql with apt-get for the feedback store's tests"; \
-	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PG_PACKAGE); } \
-		|| echo "make feedback-deps: could not install postgresql; the feedback store's PostgreSQL tests will fail"
+	$(call apt_install,feedback-deps,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1,$(PG_PACKAGE),the feedback store's PostgreSQL tests)
 
 # Two pytest processes, whole test files each (pytest-xdist): most of the three pipeline runs is one core's
 # worth of process start-up, imports and data generation, which the other process's work fills in
