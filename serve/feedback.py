@@ -25,12 +25,13 @@ import time
 from flask import Blueprint, current_app, request
 from werkzeug.exceptions import TooManyRequests
 
+from digits.contract import CLASSES
 from digits.decode import ImageError, decode
 from digits.normalise import normalise
 from serve import answer_id, uploads
 
 feedback = Blueprint("feedback", __name__)
-LABELS = tuple(str(d) for d in range(10)) + ("not_a_digit",)
+LABELS = CLASSES  # what a user may say an image is: 0-9 or "not_a_digit", the model's own classes
 ANSWERS = LABELS + ("blank",)
 FIELDS = {"label", "id", "answer", "model", "confidence"}  # and the image: JSON `image`, multipart image/file
 

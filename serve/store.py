@@ -24,8 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 
+from digits.contract import CLASSES
+
 STATES = ("pending", "accepted", "rejected")
-LABELS = tuple(str(d) for d in range(10)) + ("not_a_digit",)
+LABELS = CLASSES
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 metadata = sa.MetaData()
