@@ -346,11 +346,12 @@ def test_a_refused_correction_shows_the_apis_error_and_can_be_tried_again(page, 
     itself refuses it (404 unknown_id) and the page shows that error's message."""
     sent = []
 
+    def changed(body):  # the same request with the id's signature end changed
+        return {**body, "id": body["id"][:-4] + ("AAAA" if body["id"][-4:] != "AAAA" else "BBBB")}
+
     def forge(route):
-        body = json.loads(route.request.post_data)
-        sent.append(body)
-        body["id"] = body["id"][:-4] + ("AAAA" if body["id"][-4:] != "AAAA" else "BBBB")
-        route.continue_(post_data=json.dumps(body))
+        sent.append(json.loads(route.request.post_data))
+        route.continue_(post_data=json.dumps(changed(sent[-1])))
 
     page.route("**/feedback", forge)
     page.get_by_text("Upload", exact=True).click()
@@ -362,8 +363,7 @@ def test_a_refused_correction_shows_the_apis_error_and_can_be_tried_again(page, 
     page.keyboard.press(" ")
     expect(page.locator("#thanks")).to_have_class("thanks error")
     assert len(sent) == 1 and sent[0]["label"] == "3" and set(sent[0]) == {"id", "label"}
-    forged = {**sent[0], "id": sent[0]["id"][:-4] + ("AAAA" if sent[0]["id"][-4:] != "AAAA" else "BBBB")}
-    status, body = fetch(server + "/feedback", json.dumps(forged).encode(), content_type="application/json")
+    status, body = fetch(server + "/feedback", json.dumps(changed(sent[0])).encode(), content_type="application/json")
     assert status == 404 and json.loads(body)["error"]["code"] == "unknown_id"
     expect(page.locator("#thanks")).to_have_text(json.loads(body)["error"]["message"])
     for k in range(11):  # not kept: the buttons come back for another try
