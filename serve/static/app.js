@@ -1,5 +1,6 @@
 // The digits page: a canvas or an uploaded image goes to the public API (/predict or /read, with
-// ?debug=1 for the 28x28 the model saw) and the answer is shown. No framework, no build step.
+// ?debug=1 for the 28x28 the model saw), the answer is shown, and a wrong one can be corrected (POST
+// /feedback with the answer's id). No framework, no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +14,7 @@ let strokes = [];     // [{width, points: [[x, y], ...]}]: kept so undo can redr
 let current = null;   // the stroke being drawn
 let upload = null;    // the last uploaded File
 let asked = 0;        // numbers each request so a slow old answer cannot overwrite a newer one
+let answerId = null;  // the `id` of the /predict answer on show, for POST /feedback; null when none
 
 const mode = () => document.querySelector("input[name=mode]:checked").value;
 const source = () => document.querySelector("input[name=source]:checked").value;
@@ -212,6 +214,7 @@ function reset(text) {
   $("model").textContent = "";
   $("digits").hidden = $("chart-figure").hidden = $("seen-figure").hidden = true;
   clearBoxes();
+  offerCorrection(null);
 }
 
 function showError(text) {
@@ -226,6 +229,7 @@ function showDigit(a) {
   $("answer").textContent = a.prediction ?? (a.reason === "blank" ? "–" : "?");
   if (a.reason !== "blank") showDetails(a);
   $("model").textContent = `model ${a.model}`;
+  offerCorrection(a.id);
 }
 
 function showNumber(a) {
@@ -295,5 +299,50 @@ function drawBoxes(digits) {
 function clearBoxes() {
   for (const boxes of document.querySelectorAll(".boxes")) boxes.replaceChildren();
 }
+
+// --- correcting an answer --------------------------------------------------------------------------
+// "Wrong? It was ...": one correction per /predict answer, sent as JSON {id, label} (/read has no ids).
+
+const choices = () => $("correct").querySelectorAll("button");
+const named = (label) => (label === "not_a_digit" ? "not a digit" : label);
+
+function offerCorrection(id) { // a new answer (or none): the group fresh, or hidden
+  answerId = id ?? null;
+  $("correct").hidden = answerId === null;
+  for (const b of choices()) b.disabled = false;
+  thank("");
+}
+
+function thank(text, error = false) {
+  $("thanks").textContent = text;
+  $("thanks").className = error ? "thanks error" : "thanks";
+}
+
+async function correct(button) {
+  const id = answerId, label = button.dataset.label;
+  const focused = $("correct").contains(document.activeElement); // disabling the button loses the focus
+  for (const b of choices()) b.disabled = true;
+  thank("Sending…");
+  let kept;
+  try {
+    const response = await fetch("/feedback", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ id, label }) });
+    kept = await response.json().catch(() => ({ error: { message: `The server answered ${response.status}.` } }));
+  } catch (e) {
+    kept = { error: { message: "Could not reach the server." } };
+  }
+  if (id !== answerId) return; // a new answer is on show: this correction's group is gone
+  if (kept.error) { // the buttons come back: a rate limit or a lost connection is worth another try
+    for (const b of choices()) b.disabled = false;
+    thank(kept.error.message, true);
+    if (focused) button.focus();
+    return;
+  }
+  thank(kept.duplicate ? `Already noted as ${named(kept.label)} (correction #${kept.id}). Thank you!`
+    : `Thank you! Noted as ${named(kept.label)} (correction #${kept.id}), waiting for review.`);
+  if (focused) $("thanks").focus(); // a keyboard user stays where they were
+}
+
+for (const b of choices()) b.addEventListener("click", () => correct(b));
 
 redraw();

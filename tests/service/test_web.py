@@ -1,5 +1,6 @@
 """The web page (GET /, serve/static/) in a real browser: Debian's chromium driven by Playwright against
-the real gunicorn server on a loopback port. Screenshots go to test-artifacts/web/."""
+the real gunicorn server on a loopback port, its corrections kept in a SQLite file of this module's own.
+Screenshots go to test-artifacts/web/."""
 import base64
 import io
 import json
@@ -37,12 +38,24 @@ def dark_on_white(digit, size=200):
 
 
 @pytest.fixture(scope="module")
-def server(bundle, tmp_path_factory):
+def feedback_url(tmp_path_factory):
+    """The store the server keeps corrections in (FEEDBACK_DB_URL), read back here as the operator would."""
+    return f"sqlite:///{tmp_path_factory.mktemp('feedback') / 'feedback.db'}"
+
+
+def stored(feedback_url) -> list[dict]:
+    from serve.store import Store
+
+    return Store.open(feedback_url).rows()
+
+
+@pytest.fixture(scope="module")
+def server(bundle, tmp_path_factory, feedback_url):
     """The real server, with the small test model; WEB_BUNDLE names another bundle (`python -m serve bundle
     DIR`): every check here compares the page with the API's own answers, so a real champion passes them
     too, and its screenshots are the README's (docs/web-page.png is drawn-seven.png)."""
     port, log = free_port(), tmp_path_factory.mktemp("web") / "server.log"
-    env = server_env(os.environ.get("WEB_BUNDLE") or bundle, WORKERS="1", THREADS="4")
+    env = server_env(os.environ.get("WEB_BUNDLE") or bundle, WORKERS="1", THREADS="4", FEEDBACK_DB_URL=feedback_url)
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "serve", "--port", str(port)], cwd=ROOT, env=env,
                                    stdout=out, stderr=subprocess.STDOUT)
@@ -125,6 +138,7 @@ def test_drawing_a_seven_shows_what_the_api_answers_for_the_canvas(page, server)
     expect(page.locator("#chart .bar")).to_have_count(10)
     assert page.locator("#seen").get_attribute("src").startswith("data:image/png;base64,")
     assert page.evaluate("document.getElementById('seen').naturalWidth") == 28
+    expect(page.get_by_role("group", name=WRONG)).to_be_visible()  # below: correcting it
     page.screenshot(path=SHOTS / "drawn-seven.png", full_page=True)
 
     page.get_by_role("button", name="Undo").click()  # the only stroke: back to the start
@@ -239,3 +253,119 @@ def test_number_mode_draws_a_box_over_each_digit(page, server, read_right, tmp_p
     expect(page.locator("#digits button").nth(2)).to_have_attribute("aria-pressed", "true")
     expect(page.locator("#chart .bar.best .label")).to_have_text(str(api["digits"][2]["prediction"]))
     page.screenshot(path=SHOTS / "number.png", full_page=True)
+
+
+# --- "Wrong? It was ...": a correction of a /predict answer, sent with its id, found in the store ----------
+
+WRONG = "Wrong? It was …"
+THANKS = re.compile(r"^Thank you! Noted as (.+) \(correction #(\d+)\), waiting for review\.$")
+
+
+def choices(page):
+    return page.get_by_role("group", name=WRONG).get_by_role("button")
+
+
+def expect_fresh(page):
+    """The group offered for the answer on show: all eleven buttons enabled, no thank-you yet."""
+    expect(page.get_by_role("group", name=WRONG)).to_be_visible()
+    expect(choices(page)).to_have_text([*"0123456789", "not a digit"])
+    for k in range(11):
+        expect(choices(page).nth(k)).to_be_enabled()
+    expect(page.locator("#thanks")).to_have_text("")
+
+
+def expect_all_disabled(page):
+    for k in range(11):
+        expect(choices(page).nth(k)).to_be_disabled()
+
+
+def test_a_drawn_answer_is_corrected_with_the_keyboard_and_found_in_the_store(page, feedback_url):
+    before = {row["id"] for row in stored(feedback_url)}
+    expect(page.get_by_role("group", name=WRONG)).to_be_hidden()  # no answer, nothing to correct
+    draw(page, SEVEN)
+    expect(page.locator("#answer")).to_have_text(re.compile(r"^\d$"))
+    shown, drawn = page.locator("#answer").text_content(), canvas_png(page)
+    model = page.locator("#model").text_content().removeprefix("model ")
+    expect_fresh(page)
+
+    choices(page).nth(0).focus()
+    page.keyboard.press("Tab")  # the buttons are in the tab order, one after another
+    one = page.get_by_role("group", name=WRONG).get_by_role("button", name="1", exact=True)
+    expect(one).to_be_focused()
+    assert one.evaluate("b => getComputedStyle(b).outlineStyle") == "solid"  # the keyboard's focus ring shows
+    page.keyboard.press("Enter")
+    thanks = page.locator("#thanks")
+    expect(thanks).to_have_text(THANKS)
+    said, ident = THANKS.match(thanks.text_content()).groups()
+    assert said == "1"
+    assert thanks.get_attribute("role") == "status"  # announced to a screen reader
+    expect(thanks).to_be_focused()  # the keyboard user's place is kept, not lost to the page's top
+    expect_all_disabled(page)  # one correction per answer
+    page.screenshot(path=SHOTS / "corrected.png", full_page=True)
+
+    new = [row for row in stored(feedback_url) if row["id"] not in before]
+    assert [(r["id"], r["label"], r["state"], r["answer"], r["model"], r["source"]) for r in new] == [
+        (int(ident), "1", "pending", shown, model, "id")]
+
+    page.get_by_role("button", name="Clear").click()
+    expect(page.get_by_role("group", name=WRONG)).to_be_hidden()
+    draw(page, SEVEN)  # a new answer: the group is offered afresh
+    expect(page.locator("#answer")).to_have_text(shown)
+    expect_fresh(page)
+    assert canvas_png(page) == drawn  # the same upload again, so the same correction is ...
+    page.get_by_role("group", name=WRONG).get_by_role("button", name="1", exact=True).click()
+    expect(thanks).to_have_text(f"Already noted as 1 (correction #{ident}). Thank you!")  # ... counted once
+    expect_all_disabled(page)
+    assert [row["id"] for row in stored(feedback_url) if row["id"] not in before] == [int(ident)]
+
+
+def test_an_uploaded_answer_is_corrected_by_a_click_and_a_new_one_resets_it(page, read_right, feedback_url):
+    (first, label), (second, other) = read_right[0], read_right[1]
+    page.get_by_text("Upload", exact=True).click()
+    page.set_input_files("#file", first)
+    expect(page.locator("#answer")).to_have_text(str(label))
+    expect_fresh(page)
+    choices(page).get_by_text("not a digit").click()
+    expect(page.locator("#thanks")).to_have_text(THANKS)
+    said, ident = THANKS.match(page.locator("#thanks").text_content()).groups()
+    assert said == "not a digit"
+    expect_all_disabled(page)
+    row, = [row for row in stored(feedback_url) if row["id"] == int(ident)]
+    assert (row["label"], row["state"], row["answer"]) == ("not_a_digit", "pending", str(label))
+
+    page.set_input_files("#file", second)  # a new answer, a new chance to correct it
+    expect(page.locator("#answer")).to_have_text(str(other))
+    expect_fresh(page)
+    with page.expect_response(lambda r: "/read" in r.url):  # /read answers have no id: nothing to correct
+        page.get_by_text("A number", exact=True).click()
+    expect(page.get_by_role("group", name=WRONG)).to_be_hidden()
+
+
+def test_a_refused_correction_shows_the_apis_error_and_can_be_tried_again(page, server):
+    """A sample photo's answer, corrected with the Space key; the id is changed on its way, so the server
+    itself refuses it (404 unknown_id) and the page shows that error's message."""
+    sent = []
+
+    def changed(body):  # the same request with the id's signature end changed
+        return {**body, "id": body["id"][:-4] + ("AAAA" if body["id"][-4:] != "AAAA" else "BBBB")}
+
+    def forge(route):
+        sent.append(json.loads(route.request.post_data))
+        route.continue_(post_data=json.dumps(changed(sent[-1])))
+
+    page.route("**/feedback", forge)
+    page.get_by_text("Upload", exact=True).click()
+    page.locator("#sample-list button").first.click()
+    expect(page.locator("#preview")).to_be_visible()
+    expect_fresh(page)
+    three = page.get_by_role("group", name=WRONG).get_by_role("button", name="3", exact=True)
+    three.focus()
+    page.keyboard.press(" ")
+    expect(page.locator("#thanks")).to_have_class("thanks error")
+    assert len(sent) == 1 and sent[0]["label"] == "3" and set(sent[0]) == {"id", "label"}
+    status, body = fetch(server + "/feedback", json.dumps(changed(sent[0])).encode(), content_type="application/json")
+    assert status == 404 and json.loads(body)["error"]["code"] == "unknown_id"
+    expect(page.locator("#thanks")).to_have_text(json.loads(body)["error"]["message"])
+    for k in range(11):  # not kept: the buttons come back for another try
+        expect(choices(page).nth(k)).to_be_enabled()
+    expect(three).to_be_focused()
