@@ -151,10 +151,11 @@ def test_predict_does_not_load_the_store(bundle):
             "assert r.status_code == 200 and r.get_json()['id'];"
             "print(sorted(m for m in ('serve.store', 'sqlalchemy', 'alembic') if m in sys.modules))")
     from testkit.server import server_env
-    run = subprocess.run([sys.executable, "-c", code], env=server_env(bundle, MODEL_POLL_SECONDS="0"),
+    # ACCESS_LOG off: the app's access line would go to stdout too (CI=true's fresh clone printed it first)
+    run = subprocess.run([sys.executable, "-c", code], env=server_env(bundle, MODEL_POLL_SECONDS="0", ACCESS_LOG="off"),
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.strip() == "[]"
+    assert run.stdout.strip() == "[]", run.stdout
 
 
 def test_the_operator_lists_reviews_exports_and_deletes(make_client, digits, store_dir, tmp_path):
