@@ -6,6 +6,7 @@ black (digits.normalise makes that out of an upload), answering [N, 10] or [N, 1
 the rejection threshold as tags (pipeline/register.py writes them, serve/model.py checks them).
 """
 import hashlib
+import os
 
 import numpy as np
 
@@ -20,6 +21,17 @@ INT8_SUFFIX = "-int8"
 INT8_MODEL_NAME = MODEL_NAME + INT8_SUFFIX
 ALIAS = "champion"  # the alias the register stage moves and servers follow
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # MLFLOW_TRACKING_URI overrides it
+# The feedback store of users' corrections when FEEDBACK_DB_URL names none: SQLite in FEEDBACK_DIR. The
+# server writes it (serve/store.py owns the schema); the corrections stage (pipeline/corrections.py) reads it.
+DEFAULT_FEEDBACK_DIR = "feedback"
+FEEDBACK_DB_FILE = "feedback.db"
+
+
+def feedback_url(db_url="", directory="") -> str:
+    """The store's SQLAlchemy URL: db_url (FEEDBACK_DB_URL) when set, else SQLite in directory (FEEDBACK_DIR,
+    default feedback/), made absolute against the working directory."""
+    path = os.path.abspath(os.path.join(directory or DEFAULT_FEEDBACK_DIR, FEEDBACK_DB_FILE))
+    return db_url or f"sqlite:///{path}"
 
 
 def to_input(x_uint8) -> np.ndarray:

@@ -4,8 +4,10 @@
 
 Test accuracy, per-class precision/recall/F1, confusion matrix, calibration (a temperature fitted on
 the validation split, expected calibration error before/after on test), a rejection threshold chosen
-on validation, the share of held-out generated non-digits it rejects (data/drawn/negatives/val.npy), and
-single-image latency with onnxruntime on one core.
+on validation, the share of held-out generated non-digits it rejects (data/drawn/negatives/val.npy), the
+accuracy on users' held-out corrections (data/corrections/heldout, pipeline/corrections.py: the answer
+the server would give, a digit or "not a digit", against the reviewed label; none when there are none),
+and single-image latency with onnxruntime on one core.
 
 Rejection, for every variant: an image is "not a digit" when the calibrated probability of its best
 digit is under the threshold. A `reject: true` model puts its "not a digit" mass at index 10, which
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from digits.contract import digit_confidence, to_input, with_temperature  # the server applies T with it too
-from pipeline import negatives, tracking
+from pipeline import corrections, negatives, tracking
 from pipeline.params import load
 from pipeline.preprocess import load_split
 
@@ -167,8 +169,26 @@ def figures(out_dir, matrix, history_csv, calibration_before, calibration_after,
     plt.close(fig)
 
 
-def evaluate(model_path, val, test, cfg, val_negatives):
-    """All the numbers for one model file; returns (metrics dict, details for figures and files)."""
+def answers(probs_calibrated, x_uint8, threshold):
+    """The server's decision for each image (digits.contract.answer): its best digit, or 10, "not a digit",
+    when that digit's calibrated probability is under the threshold or the image has no ink at all."""
+    said = probs_calibrated[:, :10].argmax(axis=1)
+    refused = (digit_confidence(probs_calibrated) < threshold) | ~x_uint8.reshape(len(x_uint8), -1).any(axis=1)
+    return np.where(refused, 10, said)
+
+
+def corrections_metrics(session, heldout, temperature, threshold):
+    """Accuracy on the held-out corrections, judged as the server answers; n only when there are none."""
+    x, y = heldout
+    if not len(y):
+        return {"corrections_heldout_n": 0}
+    said = answers(with_temperature(predict(session, x), temperature), x, threshold)
+    return {"corrections_heldout_n": int(len(y)), "corrections_heldout_accuracy": float((said == y).mean())}
+
+
+def evaluate(model_path, val, test, cfg, val_negatives, heldout_corrections=None):
+    """All the numbers for one model file; returns (metrics dict, details for figures and files).
+    heldout_corrections: (x, y) of users' held-out corrections (y 10: not a digit), or None to skip."""
     session = onnx_session(model_path)
     (x_val, y_val), (x_test, y_test) = val, test
     p_val, p_test, p_neg = predict(session, x_val), predict(session, x_test), predict(session, val_negatives)
@@ -199,6 +219,8 @@ def evaluate(model_path, val, test, cfg, val_negatives):
         "latency_ms_p99": p99_ms,
         "per_class": per_class(matrix),
     }
+    if heldout_corrections is not None:
+        metrics.update(corrections_metrics(session, heldout_corrections, temperature, threshold))
     wrong = np.flatnonzero(predicted != y_test)
     wrong = wrong[np.argsort(-p_test[wrong].max(axis=1))][:cfg["worst_errors"]]
     details = {
@@ -215,7 +237,7 @@ def main(name):
     out_dir.mkdir(parents=True, exist_ok=True)
     run = json.loads((model_dir / "run.json").read_text())
     metrics, details = evaluate(model_dir / "model.onnx", load_split("val"), load_split("test"), params["evaluate"],
-                                negatives.load_split("val"))
+                                negatives.load_split("val"), corrections.load_split("heldout"))
     metrics = {"variant": name, **metrics}
 
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -233,7 +255,8 @@ def main(name):
     print(f"evaluate: {name}: test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors), "
           f"val {metrics['val_accuracy']:.4f}, T={metrics['temperature']:.2f}, ECE {metrics['test_ece']:.4f} -> "
           f"{metrics['test_ece_calibrated']:.4f}, non-digits rejected {metrics['val_non_digits_rejected']:.1%}, "
-          f"{metrics['latency_ms_median']:.3f} ms/digit")
+          f"{metrics['latency_ms_median']:.3f} ms/digit, held-out corrections "
+          f"{metrics.get('corrections_heldout_accuracy', float('nan')):.4f} of {metrics['corrections_heldout_n']}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ Reads the variant's config from params.yaml (composed from conf/model/<variant>.
 models/<variant>/ (model.keras, model.onnx, run.json) and reports/<variant>/history.csv. A variant with
 `reject: true` also learns class 10, "not a digit", from data/drawn/negatives (pipeline/negatives.py); one
 with `uploads: true` also trains on training digits drawn as uploads (data/drawn/uploads,
-pipeline/uploads.py). Either must say `reads: data/drawn`, the DVC dep that retrains it when they
-change. One with `members: N` trains N models from seeds seed, seed+1, ... and exports the mean of
-their probabilities as one model (pipeline/models.py: average).
+pipeline/uploads.py); one with `corrections: true` also trains on users' reviewed corrections
+(data/corrections/train, pipeline/corrections.py: digits, and "not a digit" too for a `reject` variant).
+`reads` must cover what it learns from (data/drawn, data/corrections, or data for both): the DVC dep
+that retrains it when they change. One with `members: N` trains N models from seeds seed, seed+1, ...
+and exports the mean of their probabilities as one model (pipeline/models.py: average).
 """
 import hashlib
 import json
@@ -27,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from digits.contract import CLASSES, INPUT, to_input  # noqa: E402
-from pipeline import negatives, tracking, uploads  # noqa: E402
+from pipeline import corrections, negatives, tracking, uploads  # noqa: E402
 from pipeline.augment import random_warp, stroke_versions  # noqa: E402
 from pipeline.models import average, build  # noqa: E402
 from pipeline.params import load  # noqa: E402
@@ -80,13 +82,45 @@ def with_negatives(split, digits, negatives_dir=negatives.OUT_DIR):
     return np.concatenate([x, others]), np.concatenate([y, np.full(len(others), 10, y.dtype)])
 
 
-def training_data(variant, data_dir=DATA_DIR):
+def learns_from(variant) -> list[Path]:
+    """The data folders besides data/prepared the variant trains on: what its `reads` must cover."""
+    return [*([DRAWN_DIR] if variant.get("reject") or variant.get("uploads") else []),
+            *([corrections.OUT_DIR] if variant.get("corrections") else [])]
+
+
+def reads_problem(name, variant):
+    """Why the variant's `reads` (its DVC dep) does not cover what it learns from, or None when it does."""
+    needs = learns_from(variant)
+    if all(Path(variant["reads"]) in (folder, *folder.parents) for folder in needs):
+        return None
+    wanted = needs[0] if len(needs) == 1 else os.path.commonpath(needs)
+    return (f"{name} learns from {', '.join(map(str, needs))} but says reads: {variant['reads']}; "
+            f"set variants.{name}.reads={wanted}, or DVC will not retrain it when that data changes")
+
+
+def corrections_train(variant, corrections_dir=corrections.OUT_DIR):
+    """The exported corrections' train set as the variant learns from it: their digits, and their "not a
+    digit" ones (class 10) only when the variant has that class."""
+    x, y = corrections.load_split("train", corrections_dir)
+    keep = np.ones(len(y), bool) if variant.get("reject") else y < 10
+    return x[keep], y[keep]
+
+
+def with_corrections(train, variant, corrections_dir=corrections.OUT_DIR):
+    x, y = corrections_train(variant, corrections_dir)
+    return np.concatenate([train[0], x]), np.concatenate([train[1], y.astype(train[1].dtype)])
+
+
+def training_data(variant, data_dir=DATA_DIR, corrections_dir=corrections.OUT_DIR):
     """((x, y) train, (x, y) val) as the variant learns from them: MNIST's splits, plus the digits drawn
-    as uploads (training only: validation stays MNIST's, as for every variant) and the non-digits."""
+    as uploads and users' reviewed corrections (training only: validation stays MNIST's, as for every
+    variant) and the non-digits."""
     train, val = load_split("train", data_dir), load_split("val", data_dir)
     if variant.get("uploads"):
         drawn = uploads.load_train()
         train = np.concatenate([train[0], drawn[0]]), np.concatenate([train[1], drawn[1].astype(train[1].dtype)])
+    if variant.get("corrections"):
+        train = with_corrections(train, variant, corrections_dir)
     if variant.get("reject"):
         train, val = with_negatives("train", train), with_negatives("val", val)
     return train, val
@@ -288,13 +322,13 @@ def main(name):
     if name not in params["variants"]:
         sys.exit(f"train: no variant {name!r} in params.yaml (have: {', '.join(params['variants'])})")
     variant, seed = params["variants"][name], params["seed"]
-    if (variant.get("reject") or variant.get("uploads")) and Path(variant["reads"]) != DRAWN_DIR:
-        sys.exit(f"train: {name} learns from {DRAWN_DIR} (reject/uploads) but says reads: {variant['reads']}; "
-                 f"set variants.{name}.reads={DRAWN_DIR}, or DVC will not retrain it when that data changes")
+    if problem := reads_problem(name, variant):
+        sys.exit(f"train: {problem}")
     out_dir, report_dir = Path("models") / name, Path("reports") / name
     out_dir.mkdir(parents=True, exist_ok=True)
     report_dir.mkdir(parents=True, exist_ok=True)
     train, val = training_data(variant)
+    taken = len(corrections_train(variant)[1]) if variant.get("corrections") else 0
 
     remember_ctrl_c()
     mlflow = tracking.setup()
@@ -304,9 +338,12 @@ def main(name):
     with mlflow.start_run(run_name=name, tags={"variant": name, **tracking.process_tags()}) as run:
         mlflow.set_tags({"git_commit": tracking.git_commit(), "data_sha256": data_sha256(), "stage": "train"})
         mlflow.log_params(tracking.flatten({"seed": seed, "data": params["data"], **variant}))
+        if variant.get("corrections"):
+            mlflow.log_params({"corrections_watermark": params["corrections"]["watermark"], "corrections_taken": taken})
         print(f"train: {name}: {len(train[1])} training images, {len(val[1])} validation"
               f"{' (digits and non-digits)' if variant.get('reject') else ''}"
-              f"{'; training digits include uploads' if variant.get('uploads') else ''}; MLflow run {run.info.run_id}")
+              f"{'; training digits include uploads' if variant.get('uploads') else ''}"
+              f"{f'; {taken} corrections' if variant.get('corrections') else ''}; MLflow run {run.info.run_id}")
         started = time.perf_counter()
         model, best_accuracy, fit_details = fit_members(variant, seed, train, val, report_dir / "history.csv", mlflow, name)
         classes = model.output_shape[-1]

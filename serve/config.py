@@ -51,6 +51,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
+from digits.contract import DEFAULT_FEEDBACK_DIR, feedback_url
 from digits.settings import DECODE
 
 
@@ -94,7 +95,7 @@ class Settings:
     drain_seconds: float = field(default_factory=lambda: env_number("DRAIN_SECONDS", 5.0, float, 0))
     proxy_hops: int = field(default_factory=lambda: env_number("PROXY_HOPS", 0, minimum=0))
     feedback_db_url: str = field(default_factory=lambda: os.environ.get("FEEDBACK_DB_URL", ""))
-    feedback_dir: str = field(default_factory=lambda: os.environ.get("FEEDBACK_DIR") or "feedback")
+    feedback_dir: str = field(default_factory=lambda: os.environ.get("FEEDBACK_DIR") or DEFAULT_FEEDBACK_DIR)
     # Unset (tests, `python -m serve --dev`): one per process, so ids do not survive a restart.
     feedback_secret: bytes = field(default_factory=lambda: (os.environ.get("FEEDBACK_SECRET") or "").encode()
                                    or secrets.token_bytes(32), repr=False)
@@ -108,7 +109,7 @@ class Settings:
 
     def feedback_url(self) -> str:
         """Where corrections are kept: FEEDBACK_DB_URL, else SQLite in FEEDBACK_DIR."""
-        return self.feedback_db_url or f"sqlite:///{os.path.abspath(os.path.join(self.feedback_dir, 'feedback.db'))}"
+        return feedback_url(self.feedback_db_url, self.feedback_dir)
 
     def feedback_body_limit(self) -> int:
         return min(self.feedback_max_bytes or self.max_upload_bytes, self.max_upload_bytes)

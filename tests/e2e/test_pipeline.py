@@ -39,13 +39,14 @@ def mlflow_client(root):
 
 def test_every_stage_ran(project):
     root, _, log = project
-    for stage in ("download", "preprocess", "negatives", "uploads", "train@dense", "train@cnn",
+    for stage in ("download", "preprocess", "negatives", "uploads", "corrections", "train@dense", "train@cnn",
                   "train@ensemble", "evaluate@dense", "evaluate@cnn", "evaluate@ensemble",
                   "register", "quantise"):
         assert f"Running stage '{stage}'" in log
     assert "from directory MNIST_DIR=" in log
     metrics = json.loads((root / "reports/cnn/metrics.json").read_text())
     assert 0.8 < metrics["test_accuracy"] <= 1 and set(metrics["per_class"]) == {str(d) for d in range(10)}
+    assert metrics["corrections_heldout_n"] == 0 and "corrections_heldout_accuracy" not in metrics  # watermark 0
     for figure in ("confusion.png", "curves.png", "reliability.png", "worst_errors.png"):
         assert Image.open(root / "reports/cnn" / figure).size[0] > 300
 

@@ -13,7 +13,8 @@ def test_dense_and_cnn_variants_exist_and_are_complete():
     params = compose_params()
     assert list(params["variants"]) == ["dense", "cnn", "robust_fast"]  # the quick profile
     for name, variant in params["variants"].items():
-        assert set(variant) - {"members"} == {"architecture", "train", "augment", "reject", "uploads", "reads"}, name
+        assert set(variant) - {"members"} == {"architecture", "train", "augment", "reject", "uploads", "corrections",
+                                               "reads"}, name
     assert params["variants"]["dense"]["architecture"]["kind"] == "dense"
     assert params["variants"]["robust_fast"]["augment"]["enabled"] is True
     assert params["variants"]["robust_fast"]["reject"] is True and params["variants"]["cnn"]["reject"] is False
