@@ -17,7 +17,6 @@ counted in each worker's memory, so a client can reach WORKERS x the rate: the s
 but at the price of a write per refused request, which is what a flood wants; nginx's limit_req in front
 (`make serve-proxy`) is the global one. Behind a proxy, PROXY_HOPS makes the client address the real one.
 """
-import hashlib
 import math
 import threading
 import time
@@ -25,7 +24,7 @@ import time
 from flask import Blueprint, current_app, request
 from werkzeug.exceptions import TooManyRequests
 
-from digits.contract import CLASSES
+from digits.contract import CLASSES, sha256
 from digits.decode import ImageError, decode
 from digits.normalise import normalise
 from serve import answer_id, uploads
@@ -105,7 +104,7 @@ def correct():
     else:
         image28 = answer_id.to_uint8(normalise(decode(image, settings.max_image_pixels)))
         keep = settings.feedback_store_raw and len(image) <= settings.feedback_raw_max_bytes
-        row = dict(sha256=hashlib.sha256(image).hexdigest(), image28=image28,
+        row = dict(sha256=sha256(image), image28=image28,
                    answer=choice(fields.get("answer"), ANSWERS, "answer"), confidence=confidence(fields),
                    model=text(fields.get("model"), "model"), raw=image if keep else None, source="upload")
     from serve.store import StoreFull

@@ -13,11 +13,11 @@
 Each image route reads the champion once, so an alias switch mid-request cannot mix two models, then
 goes bytes -> decode -> normalise (-> segment) -> model -> JSON.
 """
-import hashlib
 import re
 
 from flask import Blueprint, Response, current_app
 
+from digits.contract import sha256
 from digits.decode import ImageError, decode
 from digits.normalise import normalise
 from digits.segment import read as segment_and_read
@@ -36,7 +36,7 @@ def predict():
     image28 = normalise(decode(upload, settings.max_image_pixels))
     answer = answers.digits([image28], champion, debug=uploads.debug())[0]
     access.note(champion.label, answers.said(answer))
-    ident = answer_id.issue(settings.feedback_secret, image28, hashlib.sha256(upload).hexdigest(), answer,
+    ident = answer_id.issue(settings.feedback_secret, image28, sha256(upload), answer,
                             champion.label)
     return {**answer, "model": champion.label, "id": ident}
 
