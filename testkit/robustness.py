@@ -1,10 +1,11 @@
 """The served model measured on the robustness suite (testkit/uploads.py), through the API's own path.
 
-Each image is POSTed as raw bytes to /predict (or /read for numbers) of an app (`create_app(...)
-.test_client()`), so decode -> normalise -> model is exactly what a user gets. Counting: a digit is right
-when `prediction` equals its label; a refused upload (HTTP 4xx) or an answer with `prediction: null`
-counts as wrong *and* as rejected. A non-digit counts as rejected when the API answers `prediction: null`
-or refuses it with a 4xx. Targets: conf/targets.yaml's `robustness`.
+Each image is POSTed as raw bytes to /predict (or /read for numbers and the read_ rows) of an app
+(`create_app(...).test_client()`), so decode -> normalise -> model is exactly what a user gets. Counting:
+a digit is right when `prediction` (or /read's `number`) equals its label; a refused upload (HTTP 4xx) or
+an answer with `prediction: null` (`number: null`) counts as wrong *and* as rejected. A non-digit counts
+as rejected when the API answers `prediction: null` (`number: null`: reason blank or not_a_digit) or
+refuses it with a 4xx. Targets: conf/targets.yaml's `robustness`; each number and read_ row has its own key.
 """
 import io
 import time
@@ -15,9 +16,17 @@ from PIL import Image, ImageDraw, ImageOps
 
 from serve.answers import digits
 from testkit import targets
-from testkit.uploads import ALL, CONDITIONS, FIELD, NON_DIGITS, NUMBER, NUMBERS, generate, picked
+from testkit.uploads import (ALL, CONDITIONS, FIELD, NON_DIGITS, NUMBERS, READ_DIGIT, READ_NON_DIGITS, READS,
+                             generate, picked)
 
 Row = namedtuple("Row", "condition kind n metric value latency_ms notes")
+
+# The uploads whose rejections the "ALL real digits" summary counts, besides the single digits: real digits
+# written apart. Touching and overlapping numbers are left out: /read refuses a page it cannot cut
+# with confidence (a fifth of touching numbers), by design, and that is their rows' own miss.
+APART = ("number", "number_long", READ_DIGIT)
+# A row's key in a targets block, where it is not the condition's own name.
+KEYS = {READ_DIGIT: "read_digit", READ_NON_DIGITS: "read_non_digit"}
 
 
 def post(client, path, data):
@@ -32,17 +41,18 @@ def measure(client, name, samples, misses=None):
     hits = rejected = 0
     errors, latencies = Counter(), []
     for data, label in samples:
-        response, ms = post(client, "/read" if name in NUMBERS else "/predict", data)
+        path = "/read" if name in NUMBERS or name in READS else "/predict"
+        response, ms = post(client, path, data)
         latencies.append(ms)
         body = response.get_json(silent=True) or {}
         if response.status_code != 200:
             errors[body.get("error", {}).get("code", str(response.status_code))] += 1
             answer, no_answer = f"refused {response.status_code}", True
         else:
-            answer = body["number"] if name in NUMBERS else body.get("prediction")
+            answer = body["number"] if path == "/read" else body.get("prediction")
             no_answer = answer is None
         rejected += no_answer
-        right = no_answer if name in NON_DIGITS else answer == label
+        right = no_answer if label is None else answer == label
         hits += right  # (a non-digit's row counts `rejected`)
         if misses is not None and not right:
             if answer is None:
@@ -53,9 +63,10 @@ def measure(client, name, samples, misses=None):
     n = len(samples)
     notes = ", ".join(f"{code}: {count}" for code, count in errors.most_common())
     latency = float(np.mean(latencies)) if latencies else 0.0
-    if name in NON_DIGITS:
-        return Row(name, "non-digit", n, "rejected", rejected / n, latency, notes), 0
-    kind = "digit" if name in CONDITIONS else "number" if name == NUMBER else "reported"
+    if name in NON_DIGITS or name == READ_NON_DIGITS:
+        kind = "non-digit" if name in NON_DIGITS else "read"
+        return Row(name, kind, n, "rejected", rejected / n, latency, notes), 0
+    kind = "digit" if name in CONDITIONS else "number" if name in NUMBERS else "read"
     metric = "accuracy" if name in CONDITIONS else "exact"
     return Row(name, kind, n, metric, hits / n, latency, notes), rejected
 
@@ -74,8 +85,10 @@ def on_arrays(champion, x, y, n, seed):
 
 def evaluate(client, x, y, n_per_condition=200, seed=0, names=None, misses=None, progress=None):
     """Rows (condition, kind, n, metric, value, latency_ms, notes) for each condition drawn from the digits
-    x (uint8 [N, 28, 28]) with labels y, then two summary rows: all non-digits rejected, and real digits
-    rejected (single digits and numbers' uploads; the touching numbers are reported apart). `misses`:
+    x (uint8 [N, 28, 28]) with labels y, then two summary rows: all non-digits rejected (the seven kinds
+    sent to /predict; read_non_digits, the same pages sent to /read, is its own row), and real digits
+    rejected (single digits, and the uploads of APART: numbers written apart, 2-6 and 7-8 digits long, and
+    a single digit sent to /read; touching and overlapping numbers are left out). `misses`:
     see `measure`. progress: called with a line after each condition ("3/27 thin_pen 99.10%, 12 s, ETA 1 min")."""
     rows, digit_rejections, digit_count = [], 0, 0
     names = list(names or ALL)
@@ -89,7 +102,7 @@ def evaluate(client, x, y, n_per_condition=200, seed=0, names=None, misses=None,
             elapsed = time.perf_counter() - started
             progress(f"  {done}/{len(names)} {name} {row.value:.2%} {row.metric}, {elapsed:.0f} s so far, "
                      f"ETA {elapsed / done * (len(names) - done):.0f} s")
-        if row.kind in ("digit", "number"):
+        if row.kind == "digit" or name in APART:
             digit_rejections, digit_count = digit_rejections + rejected, digit_count + row.n
     non = [r for r in rows if r.kind == "non-digit"]
     if non:
@@ -103,17 +116,19 @@ def evaluate(client, x, y, n_per_condition=200, seed=0, names=None, misses=None,
 
 def verdict(row, goal=None):
     """(target, PASS/MISS) for this row; goal: conf/targets.yaml's `robustness` block, or another with
-    the same keys (the CI floors)."""
+    the same keys (the CI floors). A number or read_ row whose key the block lacks is reported, not judged
+    (the CI floors have none for issue 30's rows)."""
     goal = goal or targets("robustness")
-    if row.kind == "reported":
-        return "(reported)", ""
     if row.kind == "baseline":
         return "(baseline)", ""
     if row.kind == "digit":
         key = "field" if row.condition in FIELD else "digit"
         ok, target = row.value >= goal[key], f">= {goal[key]:.0%}"
-    elif row.kind == "number":
-        ok, target = row.value >= goal["number"], f">= {goal['number']:.0%}"
+    elif row.kind in ("number", "read"):
+        key = KEYS.get(row.condition, row.condition)
+        if key not in goal:
+            return "(reported)", ""
+        ok, target = row.value >= goal[key], f">= {goal[key]:.0%}"
     elif row.kind == "non-digit" or row.condition == "ALL non-digits":
         ok, target = row.value >= goal["non_digit"], f">= {goal['non_digit']:.0%}"
     else:

@@ -2,8 +2,9 @@
 
 Sixteen single-digit conditions (pen on paper as a JPEG, phone photos, transparent canvases, thick and thin
 pens, EXIF-rotated JPEGs, every accepted format and mode), the eight field conditions of testkit/field.py
-(printed paper, pencil, coloured ink, thumbnails, 12 MP photos, MNIST's own PNGs), written numbers (apart
-and touching) and seven kinds of non-digit. Each condition has its own random stream (seed, name), so a subset draws the same
+(printed paper, pencil, coloured ink, thumbnails, 12 MP photos, MNIST's own PNGs), written numbers (apart,
+touching, overlapping, 7-8 digits long), seven kinds of non-digit, and two rows of pages for /read that
+are no written number (a single digit; the non-digits). Each condition has its own random stream (seed, name), so a subset draws the same
 images as the whole. Kept apart from the training renderings on purpose: pipeline/uploads.py and
 pipeline/negatives.py draw with their own code, other ranges and other fonts (Pillow's own font here,
 matplotlib's and other handwriting fonts there), so the suite measures what training did not see. benchmarks/robustness.py measures
@@ -150,9 +151,11 @@ CONDITIONS = {
 
 # --- written numbers: f([digit, ...], rng) -> bytes -----------------------------------------------
 
-def make_number(digits, rng, gap=(0.12, 0.7)):
-    """2-6 digits written in a row on paper: one height, uneven gaps (`gap`, a share of the height),
-    slight vertical jitter. The digits never touch; make_touching_number is the hard case."""
+def number_page(digits, rng, gap=(0.12, 0.7), overlap=None):
+    """A written number as grey levels (uint8 [H, W]) and each digit's box (x, y, w, h) on it: one height,
+    uneven gaps (`gap`, a share of the height), slight vertical jitter. With `overlap` (a range of shares)
+    each digit instead starts inside the one before it, by that share of the narrower one's width (at
+    least 1 px): the digits overlap in x."""
     height = int(rng.integers(40, 161))
     ink = int(rng.integers(0, 60))
     pieces = []
@@ -162,25 +165,45 @@ def make_number(digits, rng, gap=(0.12, 0.7)):
         h = int(height * rng.uniform(0.9, 1.1))
         w = max(2, round(crop.shape[1] * h / crop.shape[0]))
         pieces.append(np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR), np.float32) / 255)
-    gaps = [int(height * rng.uniform(*gap)) for _ in pieces[1:]]
+    if overlap is None:
+        gaps = [int(height * rng.uniform(*gap)) for _ in pieces[1:]]
+    else:
+        gaps = [-max(1, round(min(a.shape[1], b.shape[1]) * rng.uniform(*overlap)))
+                for a, b in zip(pieces, pieces[1:])]
     margin = int(height * rng.uniform(0.3, 1.5))
     width = sum(p.shape[1] for p in pieces) + sum(gaps) + 2 * margin
     page = np.zeros((int(height * 1.3) + 2 * margin, width), np.float32)  # ink coverage
-    x = margin
+    x, boxes = margin, []
     for i, piece in enumerate(pieces):
         y = margin + int(rng.integers(0, int(height * 0.3) - (piece.shape[0] - height) + 1))
         region = page[y:y + piece.shape[0], x:x + piece.shape[1]]
         np.maximum(region, piece[:region.shape[0], :region.shape[1]], out=region)
+        boxes.append((x, y, piece.shape[1], piece.shape[0]))
         x += piece.shape[1] + (gaps[i] if i < len(gaps) else 0)
     paper = float(rng.uniform(225, 255))
     gray = paper - (paper - ink) * page
-    return encode(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)), "JPEG", quality=90)
+    return np.clip(gray, 0, 255).astype(np.uint8), boxes
+
+
+def make_number(digits, rng, gap=(0.12, 0.7)):
+    """2-6 digits written in a row on paper (number_page), as a JPEG. The digits never touch;
+    make_touching_number and make_overlapping_number are the hard cases. number_long: 7-8 of them."""
+    return encode(Image.fromarray(number_page(digits, rng, gap)[0]), "JPEG", quality=90)
 
 
 def make_touching_number(digits, rng):
-    """Digits written close enough to touch or overlap slightly: the segmenter must cut them apart.
-    Reported, not a target."""
+    """Digits written close enough to touch or overlap slightly (by up to 12% of the height): the
+    segmenter must cut them apart."""
     return make_number(digits, rng, gap=(-0.12, 0.0))
+
+
+OVERLAP = (0.05, 0.2)  # number_overlapping: each pair of neighbours overlaps in x by this share of the narrower's width
+
+
+def make_overlapping_number(digits, rng):
+    """Neighbouring digits overlapping in x by 5-20% of the narrower one's width (issue 30): one digit's
+    stroke reaches under or over the next, as in quick handwriting."""
+    return encode(Image.fromarray(number_page(digits, rng, overlap=OVERLAP)[0]), "JPEG", quality=90)
 
 
 # --- non-digits: f(rng) -> bytes -----------------------------------------------------------------
@@ -271,20 +294,35 @@ def make_texture(rng):
 NON_DIGITS = {"blank": make_blank, "noise": make_noise, "letters": make_letters, "shapes": make_shapes,
               "texture": make_texture, "handwritten_letters": make_handwritten_letters,
               "printed_blank": make_printed_blank}
-NUMBERS = {"number": make_number, "number_touching": make_touching_number}
+NUMBERS = {"number": make_number, "number_touching": make_touching_number,
+           "number_overlapping": make_overlapping_number, "number_long": make_number}
+LENGTHS = {"number_long": (7, 8)}  # digits in a number, fewest and most; the others (2, 6)
 NUMBER = "number"
-ALL = [*CONDITIONS, *NUMBERS, *NON_DIGITS]
+# Pages sent to /read that are not written numbers (issue 30): a plain digit on paper (paper_jpeg's
+# drawing, its own stream), and the NON_DIGITS kinds' own pages (generate's, the first few of each kind).
+READ_DIGIT, READ_NON_DIGITS = "read_single_digit", "read_non_digits"
+READS = [READ_DIGIT, READ_NON_DIGITS]
+ALL = [*CONDITIONS, *NUMBERS, *NON_DIGITS, *READS]
 
 
 def generate(name, n, seed, x, y):
     """[(bytes, label)] for one condition. Each condition has its own random stream (seed, name), so
-    running a subset gives the same images as running all of them."""
+    running a subset gives the same images as running all of them. A number's label is its digits as a
+    string, and so is read_single_digit's (what /read answers); a non-digit's is None. read_non_digits:
+    n pages in all, the first n // 7 or n // 7 + 1 of each NON_DIGITS kind (the same pages as the kind's
+    own row), the first kinds one more."""
     if name in NUMBERS:
         return [(page, "".join(str(int(v)) for v in y[picks])) for picks, page in numbers(name, n, seed, x)]
+    if name == READ_NON_DIGITS:
+        kinds = list(NON_DIGITS)
+        return [page for i, kind in enumerate(kinds)
+                for page in generate(kind, n // len(kinds) + (i < n % len(kinds)), seed, x, y)]
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     if name in NON_DIGITS:
         return [(NON_DIGITS[name](rng), None) for _ in range(n)]
     picks = rng.choice(len(x), size=n, replace=n > len(x))
+    if name == READ_DIGIT:
+        return [(make_paper_jpeg(x[i], rng), str(int(y[i]))) for i in picks]
     return [(CONDITIONS[name](x[i], rng), int(y[i])) for i in picks]
 
 
@@ -297,6 +335,7 @@ def numbers(name, n, seed, x):
     """(indices of its digits in x, page bytes) for each of n written numbers of a NUMBERS condition:
     generate's pages, with the digits kept by index."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    fewest, most = LENGTHS.get(name, (2, 6))
     for _ in range(n):
-        picks = rng.choice(len(x), size=int(rng.integers(2, 7)))
+        picks = rng.choice(len(x), size=int(rng.integers(fewest, most + 1)))
         yield picks, NUMBERS[name](list(x[picks]), rng)

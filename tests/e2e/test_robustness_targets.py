@@ -17,6 +17,9 @@ from testkit.project import run_pipeline
 
 pytestmark = pytest.mark.pipeline
 FLOORS = targets("robustness_ci")
+# The rows measured here: issue 30's (overlapping and 7-8 digit numbers, pages sent to /read) are left
+# out, without floors yet and not to lengthen the test; number_touching is measured and reported.
+NAMES = [*uploads.CONDITIONS, "number", "number_touching", *uploads.NON_DIGITS]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def rows(pipeline):
     assert champion.tags["variant"] == "robust_fast" and champion.tags["classes"].endswith("not_a_digit")
     client = create_app(champion, Settings(model_poll_seconds=0)).test_client()
     test = np.load(pipeline / "data/prepared/test.npz")
-    rows = rb.evaluate(client, test["x"], test["y"], FLOORS["n"], 0)  # each seeded: the same images every run
+    rows = rb.evaluate(client, test["x"], test["y"], FLOORS["n"], 0, NAMES)  # each seeded: the same images every run
     print("\n" + rb.table(rows, FLOORS))
     return {row.condition: row for row in rows}
 
