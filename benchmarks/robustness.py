@@ -8,7 +8,8 @@ own path, on uploads drawn from MNIST *test* digits (testkit/uploads.py; nothing
     python benchmarks/robustness.py --n 1000 --misses docs/robustness-misses.png   # the hard cases
     python benchmarks/robustness.py --n 1000 --seed 0 7 11 --against-float   # the INT8 copy's rows beside its source's
 
-Serves the registered champion (or MODEL_DIR) in process with `create_app`. Exits 1 when a row misses
+Serves the registered champion (or MODEL_DIR) in process with `create_app`, and for /read the registered
+number reader (digits-reader@champion; READER_NAME=off measures /read cutting numbers into digits). Exits 1 when a row misses
 its target (conf/targets.yaml `robustness`), judged on all the seeds' images pooled. With --against-float,
 when the served champion is an INT8 copy (serve/model.py, MODEL_PRECISION), its float source reads the same
 images too, and a row that differs by more than `int8_row_gap` counts as a miss.
@@ -21,7 +22,7 @@ import numpy as np
 
 from serve import create_app
 from serve.config import Settings
-from serve.model import Registry, load_champion
+from serve.model import Registry, load_champion, load_reader
 from testkit import ROOT, robustness as rb
 from testkit.uploads import ALL
 
@@ -41,7 +42,9 @@ def main():
     args = parser.parse_args()
 
     champion = load_champion()
-    client = create_app(champion, Settings(model_poll_seconds=0)).test_client()
+    reader, no_reader, _ = load_reader()  # /read's number reader (issue 30); READER_NAME=off: the segmenter alone
+    client = create_app(champion, Settings(model_poll_seconds=0), reader=reader).test_client()
+    print(f"/read: {reader.label if reader else f'no number reader ({no_reader}): numbers cut into digits'}")
     test = np.load(args.digits)
     if args.contact_sheet:
         rb.contact_sheet(args.contact_sheet, args.seed[0], test["x"], test["y"])

@@ -4,6 +4,9 @@ A registered version's artifacts hold model.onnx: float32 [N, 28, 28, 1], values
 black (digits.normalise makes that out of an upload), answering [N, 10] or [N, 11] probabilities; index
 10, when present, is "not a digit". The version carries the sha256 of model.onnx, the temperature and
 the rejection threshold as tags (pipeline/register.py writes them, serve/model.py checks them).
+
+The number reader (issue 30) is registered as READER_NAME under the same alias, with the same sha256 tag:
+its model.onnx takes a line strip and answers per-frame probabilities (digits/line.py INPUT, OUTPUT).
 """
 import hashlib
 import os
@@ -19,6 +22,7 @@ MODEL_NAME = "digits"  # registered model name
 # The INT8 copy of a version of NAME is registered as NAME-int8 (pipeline/quantise.py) and served in its place.
 INT8_SUFFIX = "-int8"
 INT8_MODEL_NAME = MODEL_NAME + INT8_SUFFIX
+READER_NAME = "digits-reader"  # the number reader's registered name (pipeline/register_reader.py)
 ALIAS = "champion"  # the alias the register stage moves and servers follow
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # MLFLOW_TRACKING_URI overrides it
 # The feedback store of users' corrections when FEEDBACK_DB_URL names none: SQLite in FEEDBACK_DIR. The

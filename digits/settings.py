@@ -89,6 +89,12 @@ class Lines:
     skew_pixels: int
 
 
+@dataclass(frozen=True)
+class Read:
+    combine: str
+    segmenter_margin: float
+
+
 class SettingsError(ValueError):
     """conf/image.toml cannot be used; the message names the file and the key."""
 
@@ -104,12 +110,12 @@ def section(kind, table, path):
 
 
 def load(path=CONF):
-    """-> (Decode, Normalise, Lines, Segment) from the file."""
+    """-> (Decode, Normalise, Lines, Segment, Read) from the file."""
     try:
         conf = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise SettingsError(f"cannot read the image settings {path}: {e}") from e
-    return tuple(section(kind, conf.get(kind.__name__.lower(), {}), path) for kind in (Decode, Normalise, Lines, Segment))
+    return tuple(section(kind, conf.get(kind.__name__.lower(), {}), path) for kind in (Decode, Normalise, Lines, Segment, Read))
 
 
-DECODE, NORMALISE, LINES, SEGMENT = load()
+DECODE, NORMALISE, LINES, SEGMENT, READ = load()

@@ -2,8 +2,8 @@
 python -m serve --dev                       the API under Flask's development server (reloads on edits)
 python -m serve predict FILE|DIR... [--json]  read images through exactly the API's code path
 python -m serve read FILE... [--json]       read written numbers (POST /read), same path
-python -m serve bundle DIR                  write the verified champion to DIR (model.onnx + model.json) for
-                                            MODEL_DIR=DIR, e.g. baked into a container image
+python -m serve bundle DIR                  write the verified champion to DIR (model.onnx + model.json), and
+                                            the number reader to DIR/reader, for MODEL_DIR=DIR (a container image)
 python -m serve feedback list [--state S] [--json] | review ID accept|reject | export DIR [--state S] |
                          delete ID | stats      users' corrections (POST /feedback), in FEEDBACK_DB_URL or
                                             the default SQLite (serve/feedback_cli.py)
@@ -49,11 +49,17 @@ def main(argv=None):
         return run(args)
     try:
         if args.command == "bundle":
-            from serve.model import export_bundle, load_champion
+            from serve.model import export_bundle, load_champion, load_reader
 
             champion = load_champion()
             export_bundle(champion, args.folder)
             print(f"serve: {champion.label} (sha256 {champion.sha256[:12]}…, verified) written to {args.folder}/")
+            reader, why, _ = load_reader()
+            if reader is not None:  # the number reader beside it, for /read
+                export_bundle(reader, args.folder / "reader")
+                print(f"serve: {reader.label} (sha256 {reader.sha256[:12]}…, verified) written to {args.folder}/reader/")
+            else:
+                print(f"serve: no number reader in the bundle ({why}): /read will cut numbers into digits")
             return 0
         from serve import create_app
         from serve.config import Settings

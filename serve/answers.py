@@ -13,26 +13,32 @@ from digits import contract
 from serve import metrics
 
 
-def digits(images28, champion, probabilities=None, debug=False) -> list:
+def digits(images28, champion, probabilities=None, debug=False, count=True) -> list:
     """[N, 28, 28] -> one answer dict per image, all from the same champion. probabilities: the champion's
-    calibrated output for these images, when the caller already has it."""
+    calibrated output for these images, when the caller already has it. count: into the metrics (`counted`)."""
     if probabilities is None:
         probabilities = champion.calibrated(np.stack(images28)[..., None])
     answers = []
     for image28, p in zip(images28, probabilities):
         answer = contract.answer(image28, p, champion.rejection_threshold)
-        if answer.get("reason") != "blank":  # an empty square has no confidence to drift
-            metrics.CONFIDENCE.observe(answer["confidence"])
-        metrics.PREDICTIONS.labels(str(answer["prediction"]) if answer["prediction"] is not None else answer["reason"]).inc()
+        if count:
+            counted(answer)
         if debug:
             answer["input"] = png_data_url(image28)  # the 28x28 the model saw
         answers.append(answer)
     return answers
 
 
-def number(found, champion, debug=False) -> dict:
+def counted(answer):
+    """One answer into the Prometheus series: its confidence, and what it said."""
+    if answer.get("reason") != "blank":  # an empty square has no confidence to drift
+        metrics.CONFIDENCE.observe(answer["confidence"])
+    metrics.PREDICTIONS.labels(str(answer["prediction"]) if answer["prediction"] is not None else answer["reason"]).inc()
+
+
+def number(found, champion, debug=False, count=True) -> dict:
     """digits.segment.read's [(box, 28x28, probabilities)] -> /read's answer: the number, digit by digit."""
-    answers = digits([image for _, image, _ in found], champion, [p for _, _, p in found], debug) if found else []
+    answers = digits([image for _, image, _ in found], champion, [p for _, _, p in found], debug, count) if found else []
     for (box, _, _), digit in zip(found, answers):
         digit["box"] = box
     if not answers:

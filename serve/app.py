@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from serve import access, errors, feedback, metrics, routes, uploads, v2
 from serve.config import Settings
 from serve.drain import DrainUnreadBody
-from serve.model import Registry, Serving, load_champion
+from serve.model import Registry, Serving, load_champion, load_reader
 from serve.uploads import InMemoryRequest
 
 
@@ -21,22 +21,31 @@ class App(Flask):
     request_class = InMemoryRequest  # uploads stay in memory, and a body over the limit is a 413
 
 
-def create_app(champion=None, settings=None, registry=None):
+def create_app(champion=None, settings=None, registry=None, reader=None):
     """champion: a loaded serve.model.Champion (tests pass one); None loads the one the environment names
     (MODEL_DIR, or MODEL_NAME@MODEL_ALIAS in MLFLOW_TRACKING_URI) and fails loudly if none verifies.
     registry: where to look for alias moves (a serve.model.Registry); None: the environment's registry
-    when the champion came from it. settings: serve.config.Settings; None reads the environment."""
+    when the champion came from it. settings: serve.config.Settings; None reads the environment.
+    reader: a loaded number reader (kind "reader") for /read; None: the environment's (serve.model.load_reader)
+    when the champion comes from the environment, else none (/read then cuts numbers into digits)."""
     app = App(__name__)
     app.settings = settings = settings or Settings()
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.config["DEBUG"] = False  # FLASK_DEBUG=1 in the environment would make errors propagate: HTML 500s
+    reader_registry, no_reader = None, None if reader else "no reader given"
     if champion is None:
         champion = load_champion(settings.onnx_threads)
         if champion.source == "registry" and registry is None:
             registry = Registry()
+        if reader is None:
+            reader, no_reader, reader_registry = load_reader(settings.onnx_threads)
     app.serving = Serving(champion, registry, settings.onnx_threads, on_switch=metrics.switched)
-    metrics.MODEL.labels(champion.label).set(1)
+    app.reading = Serving(reader, reader_registry, settings.onnx_threads, on_switch=metrics.switched, last_error=no_reader)
+    for model in (champion, reader):
+        if model is not None:
+            metrics.MODEL.labels(model.label).set(1)
     app.serving.watch(settings.model_poll_seconds)
+    app.reading.watch(settings.model_poll_seconds)
 
     access.install(app, access.AccessLog(settings.access_log, settings.log_format))
     metrics.instrument(app)

@@ -66,5 +66,6 @@ def switched(outcome, old, new):
     """serve.model.Serving's on_switch: count alias moves, and say which version is served."""
     RELOADS.labels(outcome).inc()
     if outcome == "switched":
-        MODEL.labels(old.label).set(0)
+        if old is not None:
+            MODEL.labels(old.label).set(0)
         MODEL.labels(new.label).set(1)

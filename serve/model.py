@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from digits.contract import ALIAS, DEFAULT_TRACKING_URI, INT8_SUFFIX, MODEL_NAME, sha256, with_temperature
+from digits.contract import ALIAS, DEFAULT_TRACKING_URI, INT8_SUFFIX, MODEL_NAME, READER_NAME, sha256, with_temperature
 from digits.normalise import to_model_input
 from serve import metrics
 from serve.config import env_choice
@@ -56,6 +57,7 @@ class Champion:
     quantised_from: str | None = None  # "digits@7" when this is the INT8 copy of that version
     loaded_for: str = ""  # the registry's key when this was loaded (Registry.version): a new key is a switch
     note: str | None = None  # why the INT8 copy is not the one serving, when it is not
+    kind: str = "digits"  # or "reader": the number reader (digits/line.py's contract)
 
     @property
     def label(self) -> str:
@@ -129,6 +131,47 @@ def self_test(champion: Champion):
         raise ModelError(f"{champion.label} failed its self-test on known digits: {', '.join(wrong)}")
 
 
+READER_SELFTEST = ("01234", "56789")  # numbers written with serve/selftest/'s digits, apart
+
+
+def selftest_number(text: str) -> np.ndarray:
+    """A page (grayscale [H, W] in [0, 1], dark ink on white) with `text` written in serve/selftest/'s digits,
+    each cropped to its ink, a third of a digit's height apart."""
+    crops = []
+    for c in text:
+        digit = np.asarray(Image.open(SELFTEST_DIR / f"{c}.png").convert("L"), np.float32) / 255
+        rows, cols = np.flatnonzero(digit.max(axis=1) > 0.2), np.flatnonzero(digit.max(axis=0) > 0.2)
+        crops.append(digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+    height = max(c.shape[0] for c in crops)
+    gap, margin = height // 3, height // 2
+    page = np.zeros((height + 2 * margin, sum(c.shape[1] for c in crops) + gap * (len(crops) - 1) + 2 * margin), np.float32)
+    x = margin
+    for crop in crops:
+        page[margin + height - crop.shape[0]:margin + height, x:x + crop.shape[1]] = crop
+        x += crop.shape[1] + gap
+    return 1 - page
+
+
+def reader_self_test(champion: Champion):
+    """The reader must read numbers written with the self-test digits through the /read path."""
+    from digits import line as lines
+
+    wrong = []
+    for text in READER_SELFTEST:
+        strip = lines.line(selftest_number(text))
+        try:
+            frames = champion.predict(lines.batch([strip.image]))
+        except Exception as e:
+            raise ModelError(f"{champion.label} cannot run on a [1, {lines.HEIGHT}, W, 1] float32 strip: {e}") from e
+        if frames.ndim != 3 or frames.shape[2] != lines.CLASSES:
+            raise ModelError(f"{champion.label} answers shape {list(frames.shape)}, not [N, T, {lines.CLASSES}]")
+        read = lines.greedy_text(frames[0], strip.image.shape[1])
+        if read != text:
+            wrong.append(f"{text} read as {read or 'nothing'}")
+    if wrong:
+        raise ModelError(f"{champion.label} failed its self-test on known numbers: {', '.join(wrong)}")
+
+
 def registry_key(version, copy=None) -> str:
     """What a server compares to see an alias move: "7" for float version 7, "7+3" with its INT8 copy 3."""
     return f"{version.version}+{copy.version}" if copy else str(version.version)
@@ -138,7 +181,7 @@ class Registry:
     """models:/name@alias in an MLflow tracking store. Unset arguments come from MODEL_NAME, MODEL_ALIAS
     and MLFLOW_TRACKING_URI."""
 
-    def __init__(self, name=None, alias=None, tracking_uri=None, precision=None):
+    def __init__(self, name=None, alias=None, tracking_uri=None, precision=None, kind="digits"):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
@@ -146,6 +189,9 @@ class Registry:
         self.alias = alias or os.environ.get("MODEL_ALIAS", ALIAS)
         self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
         self.precision = precision or env_choice("MODEL_PRECISION", "int8", ("int8", "float"))
+        self.kind = kind  # "reader": the number reader, self-tested on numbers, never an INT8 copy
+        if kind == "reader":
+            self.precision = "float"
 
     def __str__(self):
         return f"models:/{self.name}@{self.alias} in {self.uri}" + (" (float)" if self.precision == "float" else "")
@@ -231,7 +277,7 @@ class Registry:
             except (MlflowException, OSError) as e:
                 raise ModelError(f"cannot fetch model.onnx of {name} version {version.version}: {e}") from e
         return verified(onnx_file.read_bytes(), expected, threads, name=name, version=str(version.version),
-                        alias=self.alias, run_id=version.run_id or "", tags=dict(version.tags))
+                        alias=self.alias, run_id=version.run_id or "", tags=dict(version.tags), kind=self.kind)
 
 
 def verified(model_bytes, expected_sha256, threads, **identity) -> Champion:
@@ -243,7 +289,7 @@ def verified(model_bytes, expected_sha256, threads, **identity) -> Champion:
                          "the file is corrupt or was tampered with; refusing to serve it")
     champion = Champion(sha256=digest, session=onnx_session(model_bytes, threads), model_bytes=model_bytes,
                         **identity)
-    self_test(champion)
+    (reader_self_test if champion.kind == "reader" else self_test)(champion)
     return champion
 
 
@@ -253,7 +299,8 @@ def export_bundle(champion: Champion, folder: Path):
     (folder / "model.onnx").write_bytes(champion.model_bytes)
     (folder / "model.json").write_text(json.dumps(
         {"name": champion.name, "version": champion.version, "alias": champion.alias, "run_id": champion.run_id,
-         "sha256": champion.sha256, "tags": champion.tags, "quantised_from": champion.quantised_from},
+         "sha256": champion.sha256, "tags": champion.tags, "quantised_from": champion.quantised_from,
+         "kind": champion.kind},
         indent=2, sort_keys=True) + "\n")
 
 
@@ -267,7 +314,7 @@ def load_bundle(folder, threads=1) -> Champion:
         raise ModelError(f"MODEL_DIR={folder} does not hold a model bundle (model.onnx + model.json): {e}") from e
     return verified(model_bytes, meta["sha256"], threads, name=meta["name"], version=str(meta["version"]),
                     alias=meta["alias"], run_id=meta["run_id"], tags=meta["tags"], source="bundle",
-                    quantised_from=meta.get("quantised_from"))
+                    quantised_from=meta.get("quantised_from"), kind=meta.get("kind", "digits"))
 
 
 def load_champion(threads=1) -> Champion:
@@ -275,6 +322,28 @@ def load_champion(threads=1) -> Champion:
     if os.environ.get("MODEL_DIR"):
         return load_bundle(os.environ["MODEL_DIR"], threads)
     return Registry().load(threads)
+
+
+def load_reader(threads=1):
+    """The number reader the environment names -> (it or None, why none, the registry to follow or None).
+    MODEL_DIR: the bundle in MODEL_DIR/reader, if there is one. Otherwise READER_NAME@MODEL_ALIAS (default
+    digits-reader@champion) in the registry; READER_NAME=off serves without one. Without a reader /read
+    cuts the number into digits (digits/segment.py) as before; a reader registered later is picked up by
+    the alias polling."""
+    if os.environ.get("MODEL_DIR"):
+        folder = Path(os.environ["MODEL_DIR"]) / "reader"
+        if not (folder / "model.json").exists():
+            return None, f"no reader bundle in {folder}", None
+        return load_bundle(folder, threads), None, None
+    name = os.environ.get("READER_NAME", READER_NAME)
+    if name.lower() in ("", "off"):
+        return None, "READER_NAME=off", None
+    registry = Registry(name=name, kind="reader")
+    try:
+        return registry.load(threads), None, registry
+    except ModelError as e:
+        log.warning("serving /read without the number reader: %s", e)
+        return None, str(e), registry
 
 
 class Serving:
@@ -285,9 +354,12 @@ class Serving:
     verified and self-tested *before* the switch; if any check fails the old one keeps serving and the
     reason is kept in `last_error` (shown by /model and /ready)."""
 
-    def __init__(self, champion: Champion, registry: Registry | None = None, threads=1, on_switch=None):
+    def __init__(self, champion: Champion | None, registry: Registry | None = None, threads=1, on_switch=None,
+                 last_error=None):
+        """champion None: nothing verified to serve yet (the number reader is optional); refresh loads it
+        once the registry has one that passes."""
         self.champion, self.registry, self.threads = champion, registry, threads
-        self.last_error, self.last_check = None, None
+        self.last_error, self.last_check = last_error, None
         self.on_switch = on_switch or (lambda outcome, old, new: None)
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
@@ -299,21 +371,22 @@ class Serving:
         with self._lock:
             self.last_check = time.time()
             try:
-                if self.registry.version() == (self.champion.loaded_for or self.champion.version):
+                serving = self.champion and (self.champion.loaded_for or self.champion.version)
+                if self.registry.version() == serving:
                     self.last_error = None
                     return "unchanged"
                 new = self.registry.load(self.threads)
             except ModelError as e:
                 self.last_error = str(e)
-                log.error("keeping %s: %s", self.champion.label, e)
+                log.error("keeping %s: %s", self.champion.label if self.champion else "no model", e)
                 self.on_switch("refused", self.champion, None)
                 return "refused"
-            if (new.label, new.sha256) == (self.champion.label, self.champion.sha256):  # its INT8 copy was refused
+            if self.champion and (new.label, new.sha256) == (self.champion.label, self.champion.sha256):  # its INT8 copy was refused
                 self.champion.loaded_for, self.champion.note = new.loaded_for, new.note
                 self.last_error = new.note
                 self.on_switch("refused", self.champion, None)
                 return "refused"
-            log.warning("switching from %s to %s", self.champion.label, new.label)
+            log.warning("switching from %s to %s", self.champion.label if self.champion else "no model", new.label)
             old, self.champion, self.last_error = self.champion, new, None
             self.on_switch("switched", old, new)
             return "switched"

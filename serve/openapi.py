@@ -248,13 +248,17 @@ def openapi(settings, name, version) -> dict:
                             {"anyOf": [prediction, {"type": "object", "required": ["error"]}]}]}}}}),
                     **errors(400, 413)}}},
             "/read": {"post": {
-                "summary": "Read a written number, digit by digit, left to right", "parameters": [DEBUG],
+                "summary": "Read a written number, digit by digit, left to right: the number reader over the "
+                           "whole line (touching digits too), or the number cut into digits when none is served",
+                "parameters": [DEBUG],
                 "requestBody": image_body(),
                 "responses": {"200": json_response("the number", {
                     "type": "object", "required": ["number", "digits", "model"], "properties": {
                         "number": {"type": ["string", "null"], "example": "2024",
                                    "description": "null when nothing was written or a piece is not a digit"},
-                        "reason": {"type": "string", "enum": ["blank", "not_a_digit"]}, "model": model,
+                        "reason": {"type": "string", "enum": ["blank", "not_a_digit"]},
+                        "model": {**model, "example": "digits-reader@1", "description": "the model(s) that read "
+                                  "it: the number reader, the digit model (no reader served), or both joined by +"},
                         "digits": {"type": "array", "items": {"allOf": [prediction, {
                             "type": "object", "required": ["box"], "properties": {"box": {
                                 "type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
@@ -275,7 +279,10 @@ def openapi(settings, name, version) -> dict:
                     "quantised_from": {"type": ["string", "null"], "description": "name@version of the float model "
                                        "this INT8 copy was made from (MODEL_PRECISION=int8), else null"},
                     "int8_not_served": {"type": ["string", "null"], "description": "why no INT8 copy serves, "
-                                        "when MODEL_PRECISION=int8 and the float model does"}}})}}},
+                                        "when MODEL_PRECISION=int8 and the float model does"},
+                    "reader": {"type": "object", "description": "the number reader POST /read uses (the same "
+                               "fields), or `not_served` saying why there is none (/read then cuts numbers "
+                               "into digits)"}}})}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {

@@ -20,8 +20,7 @@ from flask import Blueprint, Response, current_app
 from digits.contract import sha256
 from digits.decode import ImageError, decode
 from digits.normalise import normalise
-from digits.segment import read as segment_and_read
-from serve import access, answer_id, answers, metrics, uploads
+from serve import access, answer_id, answers, metrics, reading, uploads
 from serve.openapi import docs_page, openapi
 
 api = Blueprint("api", __name__)
@@ -61,10 +60,9 @@ def predict_batch():
 
 @api.post("/read")
 def read():
-    champion, limit = current_app.serving.champion, current_app.settings.max_image_pixels
-    found = segment_and_read(decode(uploads.upload_bytes(), limit), champion.calibrated)
-    answer = answers.number(found, champion, debug=uploads.debug())
-    access.note(champion.label, answer["number"] if answer["number"] is not None else answer["reason"])
+    champion, reader, limit = current_app.serving.champion, current_app.reading.champion, current_app.settings.max_image_pixels
+    answer = reading.number(decode(uploads.upload_bytes(), limit), champion, reader, debug=uploads.debug())
+    access.note(answer["model"], answer["number"] if answer["number"] is not None else answer["reason"])
     return answer
 
 
@@ -87,9 +85,11 @@ def ready():
 
 @ops.get("/model")
 def model():
-    serving = current_app.serving
+    serving, reading = current_app.serving, current_app.reading
+    reader = {**reading.champion.describe(), "last_switch_error": redacted(reading.last_error)} if reading.champion \
+        else {"not_served": redacted(reading.last_error)}
     return {**serving.champion.describe(), "last_switch_error": redacted(serving.last_error),
-            "polling_seconds": current_app.settings.model_poll_seconds if serving.registry else 0}
+            "polling_seconds": current_app.settings.model_poll_seconds if serving.registry else 0, "reader": reader}
 
 
 @ops.get("/metrics")

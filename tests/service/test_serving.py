@@ -22,6 +22,7 @@ from serve.config import ConfigError, Settings
 from serve.model import ModelError, Registry, export_bundle, load_bundle
 from testkit import ROOT
 from testkit.images import on_paper, png_bytes as png
+from testkit.models import zeros_model
 from testkit.server import fetch, free_port, server_env, wait_until_ready
 
 NO_POLL = Settings(model_poll_seconds=0)
@@ -126,58 +127,6 @@ def test_read_finds_each_digit_left_to_right(client, digits):
 
 
 # --- a real MLflow registry: the alias moves, servers follow, bad versions are refused ----------------
-
-def zeros_model() -> bytes:
-    """A well-formed ONNX model with the right contract that says 0 for everything: must fail the self-test."""
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["x"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["p"])],
-        "zeros", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 28, 28, 1])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, 10])],
-        [helper.make_tensor("w", TensorProto.FLOAT, [784, 10], np.zeros(7840, np.float32))])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-
-
-@pytest.fixture
-def registry(tmp_path, monkeypatch):
-    """An empty MLflow store in tmp_path and a function that registers model bytes and moves the alias."""
-    import mlflow
-
-    from mlflow.tracking._model_registry import utils as registry_uri
-    from mlflow.tracking._tracking_service import utils as tracking_uri
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    # mlflow.set_tracking_uri/set_registry_uri would also export MLFLOW_*_URI for good: every pipeline a
-    # later test runs in a subprocess would then register into this store. Set both so they are undone.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
-    monkeypatch.setattr(tracking_uri, "_tracking_uri", uri)
-    monkeypatch.setattr(registry_uri, "_registry_uri", uri)
-    monkeypatch.delenv("MODEL_DIR", raising=False)
-    experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
-    client = mlflow.MlflowClient(uri)
-
-    def register(model_bytes, recorded_sha=None, alias=True, name="digits", tags=None):
-        folder = tmp_path / f"m{time.monotonic_ns()}"
-        folder.mkdir()
-        (folder / "model.onnx").write_bytes(model_bytes)
-        with mlflow.start_run(experiment_id=experiment) as run:
-            mlflow.log_artifact(str(folder / "model.onnx"), artifact_path="model")
-        if not client.search_registered_models(f"name='{name}'"):
-            client.create_registered_model(name)
-        version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
-        for key, value in (tags or {}).items():
-            client.set_model_version_tag(name, version.version, key, value)
-        client.set_model_version_tag(name, version.version, "model_sha256", recorded_sha or sha256(model_bytes))
-        if alias:
-            client.set_registered_model_alias(name, "champion", version.version)
-        return str(version.version)
-
-    return register
-
 
 def test_a_moved_alias_is_followed_and_bad_versions_are_refused(registry, small_onnx, digits):
     registry(small_onnx)

@@ -130,7 +130,7 @@ def test_pyproject_pins_what_the_lock_pins():
 def test_the_core_settings_are_all_in_conf_and_a_typo_is_an_error(tmp_path):
     conf = (ROOT / "conf" / "image.toml").read_text()
     assert settings.load(ROOT / "conf" / "image.toml") == (settings.DECODE, settings.NORMALISE, settings.LINES,
-                                                         settings.SEGMENT)
+                                                         settings.SEGMENT, settings.READ)
     (tmp_path / "typo.toml").write_text(conf.replace("ink_cutoff =", "ink_cutof ="))
     with pytest.raises(settings.SettingsError, match=r"\[normalise\]: unknown ink_cutof; missing ink_cutoff"):
         settings.load(tmp_path / "typo.toml")

@@ -1,0 +1,82 @@
+"""Stage `register_reader`: register the number reader as digits-reader, check it, move its `champion`.
+
+    python -m pipeline.register_reader
+
+The reader's training run logged model.onnx as an MLflow ONNX model (pipeline/reader.py); this registers
+it under its own name (digits.contract.READER_NAME), downloads it back and checks its sha256 against the
+trained file, then tags the version with its metrics (reports/reader/metrics.json), rejection threshold,
+contract, config and sha256, and only then moves the alias. Servers follow digits-reader@champion as they
+follow digits@champion: they download, verify the sha256, self-test it on known numbers and swap it in.
+Writes champion/reader.json.
+"""
+import json
+import time
+from pathlib import Path
+
+from digits import line as lines
+from digits.contract import ALIAS, READER_NAME
+from pipeline import tracking
+from pipeline.params import load
+from pipeline.register import RegisterError, retried, sha256_of_registered
+
+RUN, METRICS, OUT = Path("models/reader/run.json"), Path("reports/reader/metrics.json"), Path("champion/reader.json")
+TAGGED = ("val_exact", "val_exact_touching", "val_exact_overlapping", "val_non_numbers_rejected", "val_per_digit",
+          "test_exact", "test_exact_touching", "test_exact_overlapping", "latency_ms_6_digits")
+
+
+def register(run, result, params):
+    mlflow = tracking.setup()
+    client = mlflow.MlflowClient()
+    try:
+        status = client.get_run(run["run_id"]).info.status
+    except mlflow.exceptions.MlflowException as e:
+        raise RegisterError(f"the reader's MLflow run {run['run_id']} is not in {tracking.tracking_uri()}: "
+                            "rerun it with `dvc repro -f reader`") from e
+    if status != "FINISHED":
+        raise RegisterError(f"the reader's MLflow run {run['run_id']} is {status}: rerun it with `dvc repro -f reader`")
+    existing = sorted((v for v in client.search_model_versions(f"name='{READER_NAME}'")
+                       if v.run_id == run["run_id"] and v.source == run["model_uri"] and v.status == "READY"),
+                      key=lambda v: int(v.version))
+    version = existing[0] if existing else mlflow.register_model(run["model_uri"], READER_NAME, tags={"run_id": run["run_id"]})
+    for _ in range(60):
+        version = client.get_model_version(READER_NAME, version.version)
+        if version.status == "READY":
+            break
+        time.sleep(1)
+    else:
+        raise RegisterError(f"{READER_NAME} version {version.version} never became READY")
+    digest = sha256_of_registered(client, version)
+    if digest != run["onnx_sha256"]:
+        raise RegisterError(f"{READER_NAME} version {version.version}: registered model.onnx sha256 {digest} differs "
+                            f"from the trained one {run['onnx_sha256']}; the alias stays where it was")
+    tags = {"kind": "reader", "run_id": run["run_id"], "variant": "reader",
+            **{k: f"{result[k]:.6f}" for k in TAGGED if result.get(k) is not None},
+            "rejection_threshold": f"{result['rejection_threshold']:.6f}", "temperature": "1.0",
+            "classes": ",".join(run["class_names"]), "input": lines.INPUT, "output": lines.OUTPUT,
+            "config": json.dumps({"seed": params["seed"], **params["reader"]}, sort_keys=True),
+            "git_commit": tracking.git_commit(),
+            "model_sha256": digest}  # last: a version killed mid-tagging is never served
+    for key, value in tags.items():
+        retried(client.set_model_version_tag, READER_NAME, version.version, key, value)
+    client.update_model_version(READER_NAME, version.version,
+                                description=f"number reader: validation strings {result['val_exact']:.2%} exact, "
+                                            f"test strings {result['test_exact']:.2%}")
+    retried(client.set_registered_model_alias, READER_NAME, ALIAS, version.version)
+    return version.version
+
+
+def main():
+    run, result = json.loads(RUN.read_text()), json.loads(METRICS.read_text())
+    try:
+        version = register(run, result, load())
+    except RegisterError as e:
+        raise SystemExit(f"register_reader: {e}")
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(json.dumps({"name": READER_NAME, "version": str(version), "alias": ALIAS, "run_id": run["run_id"],
+                               "onnx_sha256": run["onnx_sha256"], **result}, indent=2, sort_keys=True) + "\n")
+    print(f"register_reader: {READER_NAME} version {version} is {READER_NAME}@{ALIAS} "
+          f"(validation strings {result['val_exact']:.2%} exact, test strings {result['test_exact']:.2%})")
+
+
+if __name__ == "__main__":
+    main()
