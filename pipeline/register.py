@@ -145,6 +145,30 @@ def retried(write, *args, tries=4):
             time.sleep(0.5 * (attempt + 1))
 
 
+def verified_version(mlflow, client, name, run_id, model_uri, onnx_sha256, tags):
+    """The READY version of `name` registered from this run's model_uri, its model.onnx downloaded back and
+    checked against the trained file's sha256 (RegisterError otherwise: no alias moves)."""
+    # A version of this run may exist already: registered by an earlier run of this stage, by one running
+    # beside this one, or by one killed before it tagged the version or moved the alias. Reuse it (it is
+    # verified and tagged below like a new one) rather than pile up duplicate, half-tagged versions.
+    existing = sorted((v for v in client.search_model_versions(f"name='{name}'")
+                       if v.run_id == run_id and v.source == model_uri and v.status == "READY"),
+                      key=lambda v: int(v.version))
+    version = existing[0] if existing else mlflow.register_model(model_uri, name, tags=tags)
+    for _ in range(60):
+        version = client.get_model_version(name, version.version)
+        if version.status == "READY":
+            break
+        time.sleep(1)
+    else:
+        raise RegisterError(f"{name} version {version.version} never became READY")
+    digest = sha256_of_registered(client, version)
+    if digest != onnx_sha256:
+        raise RegisterError(f"{name} version {version.version}: registered model.onnx sha256 {digest} differs from "
+                            f"the trained one {onnx_sha256}; the alias stays where it was")
+    return version
+
+
 def register(best, params):
     mlflow = tracking.setup()
     client = mlflow.MlflowClient()
@@ -157,30 +181,9 @@ def register(best, params):
         raise RegisterError(f"MLflow run {best['run_id']} of {best['variant']!r} is {run.info.status}, not FINISHED: "
                             f"rerun its training with `dvc repro -f train@{best['variant']}`")
 
-    # A version of this run may exist already: registered by an earlier run of this stage, by one running
-    # beside this one, or by one killed before it tagged the version or moved the alias. Reuse it (it is
-    # verified and tagged below like a new one) rather than pile up duplicate, half-tagged versions.
     model_uri = served_model(mlflow, client, best)
-    existing = sorted((v for v in client.search_model_versions(f"name='{MODEL_NAME}'")
-                       if v.run_id == best["run_id"] and v.source == model_uri and v.status == "READY"),
-                      key=lambda v: int(v.version))
-    if existing:
-        version = existing[0]
-    else:
-        version = mlflow.register_model(model_uri, MODEL_NAME,
-                                        tags={"variant": best["variant"], "run_id": best["run_id"]})
-        for _ in range(60):
-            version = client.get_model_version(MODEL_NAME, version.version)
-            if version.status == "READY":
-                break
-            time.sleep(1)
-        else:
-            raise RegisterError(f"model version {version.version} never became READY")
-
-    digest = sha256_of_registered(client, version)
-    if digest != best["onnx_sha256"]:
-        raise RegisterError(f"version {version.version}: registered model.onnx sha256 {digest} differs from the "
-                            f"trained one {best['onnx_sha256']}; the alias stays where it was")
+    version = verified_version(mlflow, client, MODEL_NAME, best["run_id"], model_uri, best["onnx_sha256"],
+                               {"variant": best["variant"], "run_id": best["run_id"]})
     config = {"seed": params["seed"], "data": params["data"], **params["variants"][best["variant"]]}
     tags = {
         "variant": best["variant"],

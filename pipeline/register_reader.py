@@ -10,14 +10,13 @@ follow digits@champion: they download, verify the sha256, self-test it on known 
 Writes champion/reader.json.
 """
 import json
-import time
 from pathlib import Path
 
 from digits import line as lines
 from digits.contract import ALIAS, READER_NAME
 from pipeline import tracking
 from pipeline.params import load
-from pipeline.register import RegisterError, retried, sha256_of_registered
+from pipeline.register import RegisterError, retried, verified_version
 
 RUN, METRICS, OUT = Path("models/reader/run.json"), Path("reports/reader/metrics.json"), Path("champion/reader.json")
 TAGGED = ("val_exact", "val_exact_touching", "val_exact_overlapping", "val_non_numbers_rejected", "val_per_digit",
@@ -34,21 +33,9 @@ def register(run, result, params):
                             "rerun it with `dvc repro -f reader`") from e
     if status != "FINISHED":
         raise RegisterError(f"the reader's MLflow run {run['run_id']} is {status}: rerun it with `dvc repro -f reader`")
-    existing = sorted((v for v in client.search_model_versions(f"name='{READER_NAME}'")
-                       if v.run_id == run["run_id"] and v.source == run["model_uri"] and v.status == "READY"),
-                      key=lambda v: int(v.version))
-    version = existing[0] if existing else mlflow.register_model(run["model_uri"], READER_NAME, tags={"run_id": run["run_id"]})
-    for _ in range(60):
-        version = client.get_model_version(READER_NAME, version.version)
-        if version.status == "READY":
-            break
-        time.sleep(1)
-    else:
-        raise RegisterError(f"{READER_NAME} version {version.version} never became READY")
-    digest = sha256_of_registered(client, version)
-    if digest != run["onnx_sha256"]:
-        raise RegisterError(f"{READER_NAME} version {version.version}: registered model.onnx sha256 {digest} differs "
-                            f"from the trained one {run['onnx_sha256']}; the alias stays where it was")
+    version = verified_version(mlflow, client, READER_NAME, run["run_id"], run["model_uri"], run["onnx_sha256"],
+                               {"run_id": run["run_id"]})
+    digest = run["onnx_sha256"]
     tags = {"kind": "reader", "run_id": run["run_id"], "variant": "reader",
             **{k: f"{result[k]:.6f}" for k in TAGGED if result.get(k) is not None},
             "rejection_threshold": f"{result['rejection_threshold']:.6f}", "temperature": "1.0",
