@@ -4,7 +4,7 @@
 import sys
 
 from serve.config import ConfigError, Settings
-from serve.model import ModelError, load_champion
+from serve.model import ModelError, load_champion, load_reader
 
 try:
     Settings()  # a bad limit in the environment is a startup error too
@@ -15,3 +15,8 @@ copy = f", the INT8 copy of {champion.quantised_from}" if champion.quantised_fro
 print(f"serve: champion {champion.label} ({champion.tags.get('variant')}{copy}), sha256 {champion.sha256[:12]}… verified")
 if champion.note:
     print(f"serve: float, because {champion.note}")
+reader, why, _ = load_reader()  # optional: without one /read cuts numbers into digits
+if reader is not None:
+    print(f"serve: number reader {reader.label}, sha256 {reader.sha256[:12]}… verified")
+else:
+    print(f"serve: no number reader ({why}): /read cuts numbers into digits")
