@@ -184,6 +184,7 @@ def register(best, params):
     model_uri = served_model(mlflow, client, best)
     version = verified_version(mlflow, client, MODEL_NAME, best["run_id"], model_uri, best["onnx_sha256"],
                                {"variant": best["variant"], "run_id": best["run_id"]})
+    digest = best["onnx_sha256"]  # what the registry holds: checked by verified_version
     config = {"seed": params["seed"], "data": params["data"], **params["variants"][best["variant"]]}
     tags = {
         "variant": best["variant"],

@@ -35,7 +35,7 @@ def register(run, result, params):
         raise RegisterError(f"the reader's MLflow run {run['run_id']} is {status}: rerun it with `dvc repro -f reader`")
     version = verified_version(mlflow, client, READER_NAME, run["run_id"], run["model_uri"], run["onnx_sha256"],
                                {"run_id": run["run_id"]})
-    digest = run["onnx_sha256"]
+    digest = run["onnx_sha256"]  # what the registry holds: checked by verified_version
     tags = {"kind": "reader", "run_id": run["run_id"], "variant": "reader",
             **{k: f"{result[k]:.6f}" for k in TAGGED if result.get(k) is not None},
             "rejection_threshold": f"{result['rejection_threshold']:.6f}", "temperature": "1.0",

@@ -377,6 +377,8 @@ class Serving:
                     return "unchanged"
                 new = self.registry.load(self.threads)
             except ModelError as e:
+                if self.champion is None and str(e) == self.last_error:  # still none to serve: said already
+                    return "refused"
                 self.last_error = str(e)
                 log.error("keeping %s: %s", self.champion.label if self.champion else "no model", e)
                 self.on_switch("refused", self.champion, None)
