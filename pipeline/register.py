@@ -169,6 +169,14 @@ def verified_version(mlflow, client, name, run_id, model_uri, onnx_sha256, tags)
     return version
 
 
+def publish(client, name, version, tags, description):
+    """Tag a verified version (in order: model_sha256 last), describe it, then move the alias to it."""
+    for key, value in tags.items():
+        retried(client.set_model_version_tag, name, version.version, key, value)
+    client.update_model_version(name, version.version, description=description)
+    retried(client.set_registered_model_alias, name, ALIAS, version.version)
+
+
 def register(best, params):
     mlflow = tracking.setup()
     client = mlflow.MlflowClient()
@@ -202,12 +210,8 @@ def register(best, params):
         "git_commit": tracking.git_commit(),
         "model_sha256": digest,  # last: servers refuse a version without it, so one killed mid-tagging is never served
     }
-    for key, value in tags.items():
-        retried(client.set_model_version_tag, MODEL_NAME, version.version, key, value)
-    client.update_model_version(MODEL_NAME, version.version,
-                                description=f"{best['variant']}: validation accuracy {best['val_accuracy']:.4%}, "
-                                            f"test accuracy {best['test_accuracy']:.4%}")
-    retried(client.set_registered_model_alias, MODEL_NAME, ALIAS, version.version)
+    publish(client, MODEL_NAME, version, tags, f"{best['variant']}: validation accuracy {best['val_accuracy']:.4%}, "
+                                               f"test accuracy {best['test_accuracy']:.4%}")
     return version.version
 
 

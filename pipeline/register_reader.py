@@ -16,7 +16,7 @@ from digits import line as lines
 from digits.contract import ALIAS, READER_NAME
 from pipeline import tracking
 from pipeline.params import load
-from pipeline.register import RegisterError, retried, verified_version
+from pipeline.register import RegisterError, publish, verified_version
 
 RUN, METRICS, OUT = Path("models/reader/run.json"), Path("reports/reader/metrics.json"), Path("champion/reader.json")
 TAGGED = ("val_exact", "val_exact_touching", "val_exact_overlapping", "val_non_numbers_rejected", "val_per_digit",
@@ -43,12 +43,8 @@ def register(run, result, params):
             "config": json.dumps({"seed": params["seed"], **params["reader"]}, sort_keys=True),
             "git_commit": tracking.git_commit(),
             "model_sha256": digest}  # last: a version killed mid-tagging is never served
-    for key, value in tags.items():
-        retried(client.set_model_version_tag, READER_NAME, version.version, key, value)
-    client.update_model_version(READER_NAME, version.version,
-                                description=f"number reader: validation strings {result['val_exact']:.2%} exact, "
-                                            f"test strings {result['test_exact']:.2%}")
-    retried(client.set_registered_model_alias, READER_NAME, ALIAS, version.version)
+    publish(client, READER_NAME, version, tags, f"number reader: validation strings {result['val_exact']:.2%} exact, "
+                                                f"test strings {result['test_exact']:.2%}")
     return version.version
 
 
