@@ -13,7 +13,6 @@ repeats merged, blanks dropped); each digit's probabilities are its surest frame
 and its box is the ink between the midpoints to its neighbours' frames, mapped back to the page.
 Numpy and Pillow only: training and the server share it.
 """
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +20,8 @@ from PIL import Image
 
 from digits.ink import ink_map
 from digits.normalise import even_strokes, without_specks
-from digits.settings import NORMALISE, SEGMENT
+from digits.segment import reduced
+from digits.settings import NORMALISE
 
 HEIGHT = 28  # px: the strip the reader takes ...
 BOX = 20  # ... with the line's ink this tall in it, as MNIST fits a digit into 20x20
@@ -57,10 +57,7 @@ class Line:
 
 def line(gray: np.ndarray) -> Line | None:
     """Grayscale page [H, W] in [0, 1] -> its written line as the reader's strip; None for a blank page."""
-    factor = max(1, math.ceil(math.sqrt(gray.size / SEGMENT.read_pixels)))
-    if factor > 1:  # a big page needs far fewer pixels for one line of writing (as digits.segment reads it)
-        h, w = gray.shape[0] // factor * factor, gray.shape[1] // factor * factor
-        gray = gray[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    gray, factor = reduced(gray)  # a big page needs far fewer pixels for one line of writing
     ink = ink_map(gray)
     if ink is None:
         return None

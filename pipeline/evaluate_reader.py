@@ -18,19 +18,12 @@ import numpy as np
 
 from digits import line as lines
 from pipeline import strings, tracking
+from pipeline.evaluate import onnx_session
 from pipeline.params import load
 
 MODEL, RUN = Path("models/reader/model.onnx"), Path("models/reader/run.json")
 REPORT = Path("reports/reader/metrics.json")
 MAX_REJECTED = 0.005  # a threshold chosen on validation rejects at most this share of real numbers
-
-
-def session(path=MODEL, threads=0):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def readings(sess, strips, batch_size=128):
@@ -104,7 +97,7 @@ def latency_ms(sess, strip, repeats=200) -> float:
 
 
 def evaluate(cfg, val, test, model=MODEL):
-    sess = session(model)
+    sess = onnx_session(model)
     val_tokens, test_tokens = readings(sess, val[0]), readings(sess, test[0])
     threshold = cfg["rejection_threshold"]
     if threshold is None:
@@ -113,7 +106,7 @@ def evaluate(cfg, val, test, model=MODEL):
     result = {"rejection_threshold": threshold,
               **{f"val_{k}": v for k, v in metrics(val_tokens, val[1], val[2], threshold).items()},
               **{f"test_{k}": v for k, v in metrics(test_tokens, test[1], test[2], threshold).items()},
-              "latency_ms_6_digits": latency_ms(session(model, threads=1), six[0]) if six else None}
+              "latency_ms_6_digits": latency_ms(onnx_session(model, threads=1), six[0]) if six else None}
     return result
 
 

@@ -31,7 +31,7 @@ from digits import line as lines  # noqa: E402
 from pipeline import strings, tracking  # noqa: E402
 from pipeline.models import init_trunk, reader  # noqa: E402
 from pipeline.params import load  # noqa: E402
-from pipeline.train import file_sha256, remember_ctrl_c, stop_if_ctrl_c  # noqa: E402
+from pipeline.train import file_sha256, optimizer as train_optimizer, remember_ctrl_c, stop_if_ctrl_c  # noqa: E402
 
 OUT_DIR, REPORT_DIR = Path("models/reader"), Path("reports/reader")
 MAX_LENGTH = 8  # digits in a training string, at most (conf/strings length)
@@ -94,13 +94,6 @@ def exact(predicted, texts) -> float:
     return float(np.mean([p == t for p, t in zip(predicted, texts)])) if texts else 0.0
 
 
-def schedule(cfg, steps_per_epoch):
-    warmup = int(cfg["warmup_epochs"] * steps_per_epoch)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=cfg["learning_rate"] * 0.1, decay_steps=max(cfg["epochs"] * steps_per_epoch - warmup, 1),
-        warmup_target=cfg["learning_rate"], warmup_steps=warmup)
-
-
 def fit(cfg, digit_model, train, val, seed, history_csv, log=print, mlflow=None):
     """Train on (strips, texts), starting from the trained digit model's trunk (None: from scratch);
     -> (the softmax model at the best epoch, best validation exact, its epoch)."""
@@ -112,7 +105,7 @@ def fit(cfg, digit_model, train, val, seed, history_csv, log=print, mlflow=None)
     if digit_model is not None:
         init_trunk(logits_model, digit_model)
     steps = len(batches(strips, texts, cfg["train"]["batch_size"]))
-    optimizer = keras.optimizers.Adam(schedule(cfg["train"], steps))
+    optimizer = train_optimizer({**cfg["train"], "optimizer": "adam", "schedule": "cosine"}, steps)
     optimizer.build(logits_model.trainable_variables)  # one state for all, whichever subset a step trains
 
     signature = [tf.TensorSpec([None, lines.HEIGHT, None, 1], tf.float32), tf.TensorSpec([None, MAX_LENGTH], tf.int32),

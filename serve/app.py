@@ -10,7 +10,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from serve import access, errors, feedback, metrics, routes, uploads, v2
 from serve.config import Settings
 from serve.drain import DrainUnreadBody
-from serve.model import Registry, Serving, load_champion, load_reader
+from serve.model import Registry, load_champion, load_reader
+from serve.serving import Serving
 from serve.uploads import InMemoryRequest
 
 
