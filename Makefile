@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 # Stages run `python -m pipeline.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install fonts browser proxy-deps feedback-deps repro serve serve-proxy run ui test audit bench params clean
+.PHONY: install fonts browser proxy-deps feedback-deps teams-deps repro serve serve-proxy run ui test test-teams audit bench params clean
 
 install: $(VENV)/.installed
 
@@ -110,7 +110,18 @@ feedback-deps:
 # (docs/benchmarks.md: 13.9 min against 20.8 serial on 2 cores). TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
 test: install fonts browser proxy-deps feedback-deps
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not teams"
+
+# Debian's openssh-server (the DVC remote's tests start a private sshd on loopback; nothing of Debian's own
+# sshd is used) and PostgreSQL (the tracking server's); kubectl (`kubectl kustomize`) must be on PATH.
+teams-deps: feedback-deps
+	$(call apt_install,teams-deps,[ -x /usr/sbin/sshd ],openssh-server,the DVC remote's tests)
+	@command -v kubectl >/dev/null || echo "make teams-deps: kubectl is not on PATH: the kustomize checks will fail (https://kubernetes.io/docs/tasks/tools/)"
+
+# The team tests (docs/teams.md): real PostgreSQL, MLflow server, sshd and Ray head on loopback, each
+# started by the tests and stopped after. CI runs them after `make test`.
+test-teams: install fonts teams-deps
+	$(BIN)/python -m pytest -q -m teams tests/teams
 
 # pip-audit over .venv: fails on a known vulnerability, warns (exit 0) when the service cannot answer
 audit: install

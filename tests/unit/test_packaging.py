@@ -13,7 +13,7 @@ import pytest
 from digits import settings
 from testkit import ROOT
 
-PACKAGES = ("digits", "pipeline", "serve", "testkit")
+PACKAGES = ("digits", "pipeline", "serve", "testkit", "ops")
 CODE = sorted(p for folder in (*PACKAGES, "benchmarks", "tuning", "tests", ".ci")
               for p in (ROOT / folder).rglob("*.py"))
 
@@ -74,6 +74,12 @@ def test_pipeline_and_serve_import_the_core_and_not_each_other():
     assert "digits" in top(served) and "pipeline" not in top(served) and "testkit" not in top(served)
     for path in (ROOT / "serve").rglob("*.py"):  # serving loads model.onnx with onnxruntime, nothing else
         assert not third_party(path) & {"tensorflow", "keras", "tf2onnx", "torch", "jax", "hydra", "dvc"}, path.name
+
+
+def test_nothing_but_the_tests_imports_ops():
+    edges = graph()
+    users = {m for m, found in edges.items() if not m.startswith("ops") and any(n.startswith("ops") for n in found)}
+    assert users == set()
 
 
 def test_no_import_circle():
