@@ -5,7 +5,7 @@ black (digits.normalise makes that out of an upload), answering [N, 10] or [N, 1
 10, when present, is "not a digit". The version carries the sha256 of model.onnx, the temperature and
 the rejection threshold as tags (pipeline/register.py writes them, serve/model.py checks them).
 
-The number reader (issue 30) is registered as READER_NAME under the same alias, with the same sha256 tag:
+The number reader (issue 30) is registered as READER_NAME under the same aliases, with the same sha256 tag:
 its model.onnx takes a line strip and answers per-frame probabilities (digits/line.py INPUT, OUTPUT).
 """
 import hashlib
@@ -23,7 +23,8 @@ MODEL_NAME = "digits"  # registered model name
 INT8_SUFFIX = "-int8"
 INT8_MODEL_NAME = MODEL_NAME + INT8_SUFFIX
 READER_NAME = "digits-reader"  # the number reader's registered name (pipeline/register_reader.py)
-ALIAS = "champion"  # the alias the register stage moves and servers follow
+ALIAS = "champion"  # the alias servers follow: moved only by the promotion gate or a person (ops/gate.py, ops/promote.py)
+CANDIDATE = "candidate"  # the alias the register stages move: what the gate judges against the champion
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # MLFLOW_TRACKING_URI overrides it
 # The feedback store of users' corrections when FEEDBACK_DB_URL names none: SQLite in FEEDBACK_DIR. The
 # server writes it (serve/store.py owns the schema); the corrections stage (pipeline/corrections.py) reads it.

@@ -11,8 +11,9 @@
    makes no more than a few extra errors and refuses as often (conf/quantise/default.yaml).
 4. Log an MLflow run (stage=quantise) with the model, and, when it passed, register it as `digits-int8`
    (tags: its source version and sha256, the temperature and threshold it is served with, the check, its
-   own sha256 last) and move `digits-int8@champion` to it, if the float version is still
-   `digits@champion`. A server serves it in place of its float source only (serve/model.py).
+   own sha256 last) and move `digits-int8@candidate` to it, if the float version is still
+   `digits@candidate`. The promotion gate (ops/gate.py) moves `digits-int8@champion` with `digits@champion`:
+   to the copy of the version it promotes. A server serves it in place of its float source only (serve/model.py).
 
 A copy that fails the check is logged but neither registered nor served; the stage says why and exits 0:
 the float champion goes on serving. Writes champion/int8/model.onnx and champion/int8.json.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.contract import ALIAS, INPUT, INT8_MODEL_NAME, MODEL_NAME, digit_confidence, sha256, to_input, with_temperature
+from digits.contract import CANDIDATE, INPUT, INT8_MODEL_NAME, MODEL_NAME, digit_confidence, sha256, to_input, with_temperature
 from pipeline import negatives, tracking, uploads
 from pipeline.evaluate import onnx_session, predict
 from pipeline.params import load
@@ -142,16 +143,17 @@ def validation_sets(params):
 
 
 def register(mlflow, client, source, run_id, model_uri, digest, tags):
-    """digits-int8 version of this run, tagged (model_sha256 last), and its alias if the source still is champion."""
+    """digits-int8 version of this run, tagged (model_sha256 last), and its `candidate` alias if the source still
+    is digits@candidate (`champion` follows its source when the gate promotes it: ops/promote.py)."""
     existing = [v for v in client.search_model_versions(f"name='{INT8_MODEL_NAME}'")
                 if v.run_id == run_id and v.status == "READY"]
     version = existing[0] if existing else mlflow.register_model(model_uri, INT8_MODEL_NAME)
     for key, value in {**tags, "model_sha256": digest}.items():
         retried(client.set_model_version_tag, INT8_MODEL_NAME, version.version, key, value)
-    champion_now = client.get_model_version_by_alias(MODEL_NAME, ALIAS).version
-    moved = str(champion_now) == str(source.version)
+    candidate_now = client.get_model_version_by_alias(MODEL_NAME, CANDIDATE).version
+    moved = str(candidate_now) == str(source.version)
     if moved:
-        retried(client.set_registered_model_alias, INT8_MODEL_NAME, ALIAS, version.version)
+        retried(client.set_registered_model_alias, INT8_MODEL_NAME, CANDIDATE, version.version)
     return str(version.version), moved
 
 
@@ -197,8 +199,8 @@ def main():
         version, moved = register(mlflow, client, source, run.info.run_id, info.model_uri, digest, tags)
         summary.update(version=int(version), alias_moved=moved)
     SUMMARY.write_text(json.dumps(summary, indent=2) + "\n")
-    where = (f"is {INT8_MODEL_NAME} version {summary['version']}" + (f", alias @{ALIAS}" if summary["alias_moved"] else
-             f"; @{ALIAS} not moved: {MODEL_NAME}@{ALIAS} is no longer version {source.version}")) if passed else \
+    where = (f"is {INT8_MODEL_NAME} version {summary['version']}" + (f", alias @{CANDIDATE}" if summary["alias_moved"] else
+             f"; @{CANDIDATE} not moved: {MODEL_NAME}@{CANDIDATE} is no longer version {source.version}")) if passed else \
         "failed its check, not registered: " + "; ".join(reasons) + ". The float champion serves alone."
     print(f"quantise: INT8 copy of {MODEL_NAME}@{source.version} ({summary['bytes']:,} bytes against "
           f"{summary['float_bytes']:,}), agreement {metrics['agreement']:.3%} on validation, {where}")

@@ -1,4 +1,4 @@
-"""Stage `register`: pick the best variant on validation data, register it, move `champion`.
+"""Stage `register`: pick the best variant on validation data, register it, move `candidate`.
 
 The champion must be able to say "not a digit": among the variants that reject at least
 `evaluate.champion_min_non_digits_rejected` of the held-out generated non-digits, the best validation
@@ -6,8 +6,10 @@ accuracy wins. If none can, the best with a "not a digit" class, unless it reads
 than `evaluate.champion_max_val_gap` worse than the best of all, which then wins; the report says so.
 The test split
 plays no part in the choice. The alias only moves after the registered version's
-model.onnx has been downloaded back from the registry and its sha256 checked: `champion` never
+model.onnx has been downloaded back from the registry and its sha256 checked: `candidate` never
 points at an unverified or half-logged version. Writes champion/champion.json and champion/report.md.
+`champion`, what servers follow, is never moved here: the `promote` stage (ops/gate.py) moves it to the
+candidate when the candidate is at least as good on validation (and `python -m ops.promote` by hand).
 
 What is registered is the training run's `served` model: the trained model.onnx byte for byte, its
 temperature and threshold (serving.json), and MLflow's python_function flavour answering as the API does
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import digits
 
-from digits.contract import ALIAS, INPUT, MODEL_NAME
+from digits.contract import CANDIDATE, INPUT, MODEL_NAME
 from pipeline import tracking
 from pipeline.params import load
 
@@ -169,12 +171,13 @@ def verified_version(mlflow, client, name, run_id, model_uri, onnx_sha256, tags)
     return version
 
 
-def publish(client, name, version, tags, description):
-    """Tag a verified version (in order: model_sha256 last), describe it, then move the alias to it."""
+def publish(client, name, version, tags, description, alias=CANDIDATE):
+    """Tag a verified version (in order: model_sha256 last), describe it, then move the alias (`candidate`:
+    never `champion`, which only the promotion gate and a person move: ops/) to it."""
     for key, value in tags.items():
         retried(client.set_model_version_tag, name, version.version, key, value)
     client.update_model_version(name, version.version, description=description)
-    retried(client.set_registered_model_alias, name, ALIAS, version.version)
+    retried(client.set_registered_model_alias, name, alias, version.version)
 
 
 def register(best, params):
@@ -218,7 +221,9 @@ def register(best, params):
 def report(rows, best, version, min_non_digits_rejected):
     CHAMPION_DIR.mkdir(exist_ok=True)
     able = best.get("val_non_digits_rejected", 0.0) >= min_non_digits_rejected
-    lines = [f"# Champion: `{best['variant']}` → `models:/{MODEL_NAME}@{ALIAS}` (version {version})",
+    lines = [f"# Candidate: `{best['variant']}` → `models:/{MODEL_NAME}@{CANDIDATE}` (version {version})",
+             "", "It serves (`champion`) once the promotion gate finds it at least as good as the champion: "
+             "champion/promotion.md.",
              "", f"Chosen on validation data: the best validation accuracy among the variants that reject at least "
              f"{min_non_digits_rejected:.0%} of the held-out generated non-digits"
              + ("." if able else " — **none does, so the best with a \"not a digit\" class within the validation gap, or the best of all.**"),
@@ -249,7 +254,7 @@ def main():
     version = register(best, params)
     report(rows, best, version, bar)
     print(f"register: {best['variant']} (val {best['val_accuracy']:.4%}, test {best['test_accuracy']:.4%}) "
-          f"is {MODEL_NAME} version {version}, alias @{ALIAS}")
+          f"is {MODEL_NAME} version {version}, alias @{CANDIDATE} (the promote stage decides on @champion)")
 
 
 if __name__ == "__main__":

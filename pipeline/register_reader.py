@@ -1,19 +1,20 @@
-"""Stage `register_reader`: register the number reader as digits-reader, check it, move its `champion`.
+"""Stage `register_reader`: register the number reader as digits-reader, check it, move its `candidate`.
 
     python -m pipeline.register_reader
 
 The reader's training run logged model.onnx as an MLflow ONNX model (pipeline/reader.py); this registers
 it under its own name (digits.contract.READER_NAME), downloads it back and checks its sha256 against the
 trained file, then tags the version with its metrics (reports/reader/metrics.json), rejection threshold,
-contract, config and sha256, and only then moves the alias. Servers follow digits-reader@champion as they
-follow digits@champion: they download, verify the sha256, self-test it on known numbers and swap it in.
+contract, config and sha256, and only then moves the alias `candidate` (never `champion`: the promote
+stage, ops/gate.py, moves that when the candidate is at least as good). Servers follow digits-reader@champion
+as they follow digits@champion: they download, verify the sha256, self-test it on known numbers and swap it in.
 Writes champion/reader.json.
 """
 import json
 from pathlib import Path
 
 from digits import line as lines
-from digits.contract import ALIAS, READER_NAME
+from digits.contract import CANDIDATE, READER_NAME
 from pipeline import tracking
 from pipeline.params import load
 from pipeline.register import RegisterError, publish, verified_version
@@ -55,9 +56,9 @@ def main():
     except RegisterError as e:
         raise SystemExit(f"register_reader: {e}")
     OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps({"name": READER_NAME, "version": str(version), "alias": ALIAS, "run_id": run["run_id"],
+    OUT.write_text(json.dumps({"name": READER_NAME, "version": str(version), "alias": CANDIDATE, "run_id": run["run_id"],
                                "onnx_sha256": run["onnx_sha256"], **result}, indent=2, sort_keys=True) + "\n")
-    print(f"register_reader: {READER_NAME} version {version} is {READER_NAME}@{ALIAS} "
+    print(f"register_reader: {READER_NAME} version {version} is {READER_NAME}@{CANDIDATE} "
           f"(validation strings {result['val_exact']:.2%} exact, test strings {result['test_exact']:.2%})")
 
 
