@@ -215,10 +215,11 @@ def main():
     for d in decisions:
         if d["outcome"] == "refused":
             bar = "!" * 100
+            hint = (f" A person may still promote it: `python -m ops.promote {d['candidate']} --name {d['name']} "
+                    "--why TEXT`." if d["rows"] else "")  # refused on its table, not on the server's checks
             print(f"{bar}\npromote: {d['name']}@{CANDIDATE} (version {d['candidate']}) REFUSED: {d['why']}.\n"
                   f"promote: {d['name']}@{ALIAS} stays version {d['champion'] or 'none'}: production is unchanged. "
-                  f"The table: {OUT_MD}. A person may still `python -m ops.promote {d['candidate']} --name {d['name']} "
-                  f"--why TEXT`.\n{bar}", flush=True)
+                  f"The table: {OUT_MD}.{hint}\n{bar}", flush=True)
         elif d["promoted"]:
             print(f"promote: {d['name']}@{ALIAS} is version {d['candidate']} (was {d['champion'] or 'none'}): "
                   f"{d['why']}" + (f"; {d['move']['int8']}" if d["move"].get("int8") else ""))

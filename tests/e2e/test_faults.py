@@ -1,6 +1,7 @@
 """Faults, provoked for real on the smoke pipeline: `dvc repro` interrupted mid-training (Ctrl-C, then
 kill -9) and rerun, a corrupt download, a tracking store that is unreachable, locked or corrupt when a
-server starts or while it runs, and `register` runs that race each other or die before moving the alias."""
+server starts or while it runs, and `register` runs that race each other or die before moving the alias
+(`candidate`: register never moves `champion`, the promotion gate does)."""
 import hashlib
 import json
 import os
@@ -247,7 +248,8 @@ REGISTER = [sys.executable, "-m", "pipeline.register"]
 def new_champion(project, tmp_path):
     """register's inputs and a copy of the project's store in tmp_path (the project stays as the pipeline left
     it), with the variant that is not the champion now the best by validation: the next register run must
-    register a new version. -> (env for register in tmp_path, MLflow client, old champion, new run id)."""
+    register a new version and move `candidate` to it (never `champion`).
+    -> (env for register in tmp_path, MLflow client, old champion, new run id)."""
     root, env, _, _ = project
     for path in [root / "params.yaml", *root.glob("models/*/run.json"), *root.glob("reports/*/metrics.json")]:
         (tmp_path / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
@@ -272,10 +274,11 @@ def registered_at_once(env, cwd):
         assert racer.returncode == 0, output
 
 
-def assert_champion_is_whole(client, run_id, cwd):
-    """The alias is on a READY version of run_id, fully tagged, whose model.onnx is the one its tag names;
-    no version is left half-tagged; champion.json agrees."""
-    champion = client.get_model_version_by_alias("digits", "champion")
+def assert_candidate_is_whole(client, run_id, cwd, old):
+    """`candidate` is on a READY version of run_id, fully tagged, whose model.onnx is the one its tag names;
+    no version is left half-tagged; champion.json agrees; `champion` has not moved from old."""
+    assert client.get_model_version_by_alias("digits", "champion").version == old.version
+    champion = client.get_model_version_by_alias("digits", "candidate")
     assert champion.run_id == run_id and champion.status == "READY"
     assert {"temperature", "rejection_threshold", "val_accuracy", "config"} <= set(champion.tags)
     assert registered_sha256(client, champion) == champion.tags["model_sha256"]
@@ -288,7 +291,7 @@ def assert_champion_is_whole(client, run_id, cwd):
 def test_two_registers_at_once_leave_the_alias_on_a_verified_version(new_champion, tmp_path):
     env, client, old, new_run = new_champion
     registered_at_once(env, tmp_path)
-    assert_champion_is_whole(client, new_run, tmp_path)
+    assert_candidate_is_whole(client, new_run, tmp_path, old)
 
 
 def test_a_register_killed_before_the_alias_moves_is_repaired_by_the_next(new_champion, tmp_path):
@@ -298,11 +301,11 @@ def test_a_register_killed_before_the_alias_moves_is_repaired_by_the_next(new_ch
     assert killed.returncode == 137, killed.stderr
     orphans = [v for v in client.search_model_versions("name='digits'") if v.run_id == new_run]
     assert len(orphans) == 1 and "model_sha256" not in orphans[0].tags  # registered, never verified
-    assert client.get_model_version_by_alias("digits", "champion").version == old.version
+    assert client.get_model_version_by_alias("digits", "candidate").version == old.version
     assert Registry(tracking_uri=env["MLFLOW_TRACKING_URI"]).load().version == str(old.version)  # still served
     registered_at_once(env, tmp_path)
-    champion = assert_champion_is_whole(client, new_run, tmp_path)
-    assert champion.version == orphans[0].version  # the orphan verified and used, not a duplicate beside it
+    candidate = assert_candidate_is_whole(client, new_run, tmp_path, old)
+    assert candidate.version == orphans[0].version  # the orphan verified and used, not a duplicate beside it
 
 
 def test_register_refuses_a_run_that_did_not_finish(new_champion, project, tmp_path):
@@ -314,5 +317,6 @@ def test_register_refuses_a_run_that_did_not_finish(new_champion, project, tmp_p
     result = subprocess.run(REGISTER, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and f"MLflow run {interrupted} of '{variant}' is " in result.stderr
     assert "not FINISHED" in result.stderr
-    assert client.get_model_version_by_alias("digits", "champion").version == old.version
+    for alias in ("champion", "candidate"):
+        assert client.get_model_version_by_alias("digits", alias).version == old.version
     assert len(client.search_model_versions("name='digits'")) == 1

@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro` on the smoke config in a temporary copy of the repository, then
-the MLflow runs, the registered champion, ONNX/Keras agreement and predictions through the Flask app."""
+the MLflow runs, the registered candidate and the champion the promotion gate made of it, ONNX/Keras
+agreement and predictions through the Flask app."""
 import hashlib
 import io
 import json
@@ -41,7 +42,7 @@ def test_every_stage_ran(project):
     root, _, log = project
     for stage in ("download", "preprocess", "negatives", "uploads", "corrections", "strings",
                   *(f"{s}@{v}" for s in ("train", "evaluate") for v in VARIANTS),
-                  "register", "quantise", "reader", "evaluate_reader", "register_reader"):
+                  "register", "quantise", "reader", "evaluate_reader", "register_reader", "promote"):
         assert f"Running stage '{stage}'" in log
     assert "from directory MNIST_DIR=" in log
     metrics = json.loads((root / "reports/cnn/metrics.json").read_text())
@@ -67,6 +68,34 @@ def test_mlflow_has_one_run_per_variant_with_config_metrics_and_artifacts(projec
         assert {"keras", "reports"} <= artifacts
         reports = {a.path for a in client.list_artifacts(r.info.run_id, "reports")}
         assert "reports/confusion.png" in reports and "reports/confusion_matrix.json" in reports
+
+
+def test_the_gate_made_the_first_candidates_champion_and_recorded_it(project):
+    """A fresh store has no champion: the promote stage (ops/gate.py) makes each candidate champion once it
+    passes the server's checks, with no table, and records the move. The smoke's reader (2 epochs) may fail its
+    self-test: then it is refused, loudly, and no digits-reader@champion is made (no server would serve it)."""
+    root, _, log = project
+    mlflow, client = mlflow_client(root)
+    written = json.loads((root / "champion/promotion.json").read_text())
+    assert [d["name"] for d in written["decisions"]] == ["digits", "digits-reader"]
+    for decision in written["decisions"]:
+        name = decision["name"]
+        candidate = client.get_model_version_by_alias(name, "candidate")
+        assert decision["candidate"] == str(candidate.version) and decision["champion"] is None and not decision["rows"]
+        if name == "digits-reader" and decision["outcome"] == "refused":
+            assert "failed its self-test on known numbers" in decision["why"]
+            assert f"promote: digits-reader@candidate (version {candidate.version}) REFUSED" in log
+            assert "champion_history" not in client.get_registered_model(name).tags
+            with pytest.raises(mlflow.exceptions.MlflowException):
+                client.get_model_version_by_alias(name, "champion")
+            continue
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert decision["outcome"] == "promoted" and champion.version == candidate.version
+        assert champion.tags["champion_why"].startswith(f"gate: no {name}@champion") and champion.tags["champion_by"]
+        [move] = json.loads(client.get_registered_model(name).tags["champion_history"])
+        assert move["to"] == str(champion.version) and move["at"] == champion.tags["champion_at"]
+        assert f"promote: {name}@champion is version {champion.version} (was none)" in log
+    assert "## digits: PROMOTED" in (root / "champion/promotion.md").read_text()
 
 
 def test_the_champion_is_the_best_by_validation_and_verifiable(project):
@@ -215,8 +244,8 @@ def test_repro_twice_runs_nothing_and_one_variant_change_reruns_only_its_branch(
     run([sys.executable, "-m", "pipeline.params", *SMOKE, "variants.dense.train.epochs=1"], root, env)
     log = run([dvc, "repro"], root, env).stdout
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
-    # quantise reruns only when the champion changed (champion/champion.json)
-    assert ran - {"quantise"} == {"train@dense", "evaluate@dense", "register"}, ran
+    # quantise and the gate rerun only when the candidate changed (champion/champion.json)
+    assert ran - {"quantise", "promote"} == {"train@dense", "evaluate@dense", "register"}, ran
     assert json.loads(run([dvc, "status", "--json"], root, env).stdout) == {}
 
 
