@@ -51,7 +51,10 @@ def binaries() -> Path | None:
 
 
 def port_free(host, port) -> bool:
+    """Whether a server could listen there now (SO_REUSEADDR as servers set it: closed connections in
+    TIME_WAIT do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -109,6 +112,9 @@ class Postgres:
         if self.as_root:
             for path in (self.folder, pwfile, self.folder / "port"):
                 shutil.chown(path, "postgres", "postgres")
+        if self.as_root and subprocess.run([*self.prefix, "test", "-w", str(self.folder)]).returncode != 0:
+            raise TrackingError(f"as root the cluster belongs to the postgres user, who cannot reach {self.folder}: "
+                                "make its parent folders searchable (chmod o+x) or choose another --home")
         partial = self.folder / "data.partial"
         shutil.rmtree(partial, ignore_errors=True)
         self.run("initdb", "-D", str(partial), "-U", "postgres", "-E", "UTF8", "--auth-local=trust",
@@ -185,6 +191,16 @@ def auth_config(home: Path, database_uri) -> Path:
     return path
 
 
+def secret_key(home: Path) -> str:
+    """The key signing the auth app's CSRF tokens, kept in HOME/secret_key (0600) so it outlives restarts;
+    MLFLOW_FLASK_SERVER_SECRET_KEY wins (servers sharing one store must share it)."""
+    path = home / "secret_key"
+    if not path.exists():
+        path.touch(0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
 def wait_until_up(url, process, seconds, log):
     """Until GET /health answers (any HTTP answer: an --allowed-hosts list may refuse our Host header)."""
     deadline = time.time() + seconds
@@ -224,12 +240,16 @@ def serving(home=DEFAULT_HOME, host="127.0.0.1", port=5000, auth=False, allowed_
     if backend_store_uri and not backend_store_uri.startswith("postgresql"):
         raise TrackingError(f"--backend-store-uri {backend_store_uri!r} is not a PostgreSQL URL "
                             "(postgresql+psycopg://user@host:port/database)")
-    if auth and not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+    bootstrapped = home / "auth_admin_created"  # written after the first --auth start: the admin exists
+    if auth and not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD") and not bootstrapped.exists():
         raise TrackingError("--auth needs the admin's password the first time: export MLFLOW_AUTH_ADMIN_PASSWORD=... "
                             "(no default; later starts ignore it, see docs/teams.md to change it)")
     if not port_free(host, port):
         raise TrackingError(f"port {port} on {host} is in use (another tracking server? `make ui`?): choose --port")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DEFAULT_ARTIFACT_ROOT", "MLFLOW_TRACKING_URI")}
+    # MLflow's job runner (three more processes) runs GenAI jobs (trace scoring, prompt optimisation) that
+    # digits never submits; the environment can still turn it on.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     with ExitStack() as stack:
         if backend_store_uri:
             auth_database_uri = auth_database_uri or _sibling(backend_store_uri, AUTH_DATABASE)
@@ -252,6 +272,7 @@ def serving(home=DEFAULT_HOME, host="127.0.0.1", port=5000, auth=False, allowed_
         if auth:
             command += ["--app-name", "basic-auth"]
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config(home, auth_database_uri))
+            env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secret_key(home))
         log_path = home / "server.log" if log is None else (None if log == "-" else Path(log))
         out = stack.enter_context(open(log_path, "ab")) if log_path else None
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
@@ -259,6 +280,8 @@ def serving(home=DEFAULT_HOME, host="127.0.0.1", port=5000, auth=False, allowed_
         stack.callback(_stop, process)
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         wait_until_up(url, process, seconds, log_path or Path("/nonexistent"))
+        if auth:
+            bootstrapped.touch()
         yield url, process
 
 
@@ -294,14 +317,18 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
 
-    def stop(signum, frame):
+    def stop(signum, frame):  # once: a second Ctrl-C must not cut short stopping PostgreSQL
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
         with serving(args.home, args.host, args.port, args.auth, args.allowed_hosts, args.backend_store_uri,
                      workers=args.workers, log="-") as (url, process):
+            shared = f"http://{socket.getfqdn()}:{args.port}" if args.host in ("0.0.0.0", "::") else url
             print(f"tracking server: {url} (store: {args.backend_store_uri or args.home / 'postgres'}, artifacts: "
-                  f"{args.home / 'artifacts'}); teammates: export MLFLOW_TRACKING_URI={url}", flush=True)
+                  f"{args.home / 'artifacts'}); teammates: export MLFLOW_TRACKING_URI={shared}", flush=True)
             process.wait()
             raise SystemExit(f"tracking server: mlflow server exited ({process.returncode})")
     except KeyboardInterrupt:
