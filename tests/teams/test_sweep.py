@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
 from ops import ray_head
 from ops.sweep import ONE_THREAD
@@ -107,6 +108,12 @@ def test_sweep_on_ray_logs_each_trial_and_writes_an_override_that_reproduces_the
     params = compose(project / "conf", [f"+experiment=sweep_{name}"])
     assert params == compose(project / "conf", SET[:2] + [f"variants.cnn.{k}={json.dumps(v)}" for k, v in
                                                           tracking.flatten(summary["best_sampled"]).items()])
+    # `dvc exp run -S '+experiment=sweep_<name>'` composes params.yaml with DVC's own Hydra call: the same.
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(tmp_path / "dvc-params.yaml", str(project / "conf"), None, "config",
+                     str(project / ".dvc" / "hydra_plugins"), [f"+experiment=sweep_{name}"])
+    assert yaml.safe_load((tmp_path / "dvc-params.yaml").read_text()) == params
     logged = {k: str(v) for k, v in tracking.flatten({"seed": params["seed"], **params["variants"]["cnn"]}).items()}
     assert logged == best.data.params
 
