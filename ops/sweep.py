@@ -8,7 +8,7 @@ back as a Hydra experiment that `dvc exp run` reproduces.
 Each trial trains the variant with pipeline/train.py's own code (fit_members, its EpochLog) on the data the
 train stage reads (data/prepared, data/drawn, data/corrections as the variant learns from them), loaded once
 here and shipped through Ray's object store, with the trial's sampled values put into the variant's config.
-A trial is one Ray task of `cpus_per_trial` CPUs running TensorFlow on one thread; it reports validation
+A trial is one Ray task of `cpus_per_trial` CPUs, TensorFlow's math on one thread (ONE_THREAD); it reports validation
 accuracy after every epoch to the scheduler (ASHA stops the worse half at each rung) and logs to
 MLFLOW_TRACKING_URI as a child run of the sweep's parent run in the experiment `digits-sweep-<name>`
 (params, per-epoch metrics as train logs them). A sweep registers no model and moves no alias.
