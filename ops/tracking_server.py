@@ -173,9 +173,9 @@ def ensure_database(url):
         raise TrackingError(f"cannot reach or create {target.render_as_string()}: {e}") from e
 
 
-def upgrade(url, env):
+def upgrade(url, env, cwd):
     """`mlflow db upgrade`: a store of an older MLflow is migrated (a new one is created by the server)."""
-    result = subprocess.run([str(MLFLOW), "db", "upgrade", url], env=env, capture_output=True, text=True)
+    result = subprocess.run([str(MLFLOW), "db", "upgrade", url], env=env, capture_output=True, text=True, cwd=cwd)
     if result.returncode != 0:
         raise TrackingError(f"mlflow db upgrade failed:\n{result.stderr[-3000:]}")
 
@@ -263,7 +263,7 @@ def serving(home=DEFAULT_HOME, host="127.0.0.1", port=5000, auth=False, allowed_
                 postgres.create_database(name)
             env["PGPASSFILE"] = str(postgres.pgpass(home / "pgpass"))
             backend_store_uri, auth_database_uri = postgres.url(DATABASE), auth_database_uri or postgres.url(AUTH_DATABASE)
-        upgrade(backend_store_uri, env)
+        upgrade(backend_store_uri, env, home)
         command = [str(MLFLOW), "server", "--backend-store-uri", backend_store_uri, "--serve-artifacts",
                    "--artifacts-destination", str(home / "artifacts"), "--host", host, "--port", str(port),
                    "--workers", str(workers)]
@@ -275,8 +275,9 @@ def serving(home=DEFAULT_HOME, host="127.0.0.1", port=5000, auth=False, allowed_
             env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secret_key(home))
         log_path = home / "server.log" if log is None else (None if log == "-" else Path(log))
         out = stack.enter_context(open(log_path, "ab")) if log_path else None
+        # In HOME: whatever MLflow writes beside itself (a default sqlite:///mlflow.db) stays out of the caller's folder.
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                   start_new_session=log != "-")
+                                   start_new_session=log != "-", cwd=home)
         stack.callback(_stop, process)
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         wait_until_up(url, process, seconds, log_path or Path("/nonexistent"))
