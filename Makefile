@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 # Stages run `python -m pipeline.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install fonts browser proxy-deps feedback-deps teams-deps repro serve serve-proxy run ui test test-teams audit bench params clean
+.PHONY: install fonts browser proxy-deps feedback-deps teams-deps remote tracking-server move-store promote rollback history sweep repro serve serve-proxy run ui test test-teams audit bench params clean
 
 install: $(VENV)/.installed
 
@@ -117,6 +117,48 @@ test: install fonts browser proxy-deps feedback-deps
 teams-deps: feedback-deps
 	$(call apt_install,teams-deps,[ -x /usr/sbin/sshd ],openssh-server,the DVC remote's tests)
 	@command -v kubectl >/dev/null || echo "make teams-deps: kubectl is not on PATH: the kustomize checks will fail (https://kubernetes.io/docs/tasks/tools/)"
+
+# The team's MLflow tracking server (docs/teams.md): PostgreSQL in .tracking/postgres (made on the first run),
+# artifacts in .tracking/artifacts, in the foreground; Ctrl-C stops both.
+#   make tracking-server TRACKING="--host 0.0.0.0 --allowed-hosts mlflow.team.lan:5000 --auth"
+#   make move-store TO=http://mlflow.team.lan:5000      this clone's mlruns/ to it (again: only what is new)
+TRACKING ?=
+tracking-server: install feedback-deps
+	$(BIN)/python -m ops.tracking_server $(TRACKING)
+move-store: install
+	@test -n "$(TO)" || { echo 'make move-store TO=http://HOST:5000'; exit 2; }
+	$(BIN)/python -m ops.move_store --from sqlite:///mlruns/mlflow.db --to $(TO)
+
+# champion is moved by the promote stage's gate (docs/teams.md), or by a person:
+#   make promote VERSION=7 WHY="..." [NAME=digits]   checked (sha256, self-test), not judged; recorded who/when/why
+#   make rollback WHY="..." [NAME=digits]            champion back to the one before it
+#   make history [NAME=digits]                       every move
+NAME ?= digits
+promote: install
+	@test -n "$(VERSION)" -a -n "$(WHY)" || { echo 'make promote VERSION=N WHY="why" [NAME=digits]'; exit 2; }
+	$(BIN)/python -m ops.promote $(VERSION) --name $(NAME) --why "$(WHY)"
+rollback: install
+	@test -n "$(WHY)" || { echo 'make rollback WHY="why" [NAME=digits]'; exit 2; }
+	$(BIN)/python -m ops.promote --rollback --name $(NAME) --why "$(WHY)"
+history: install
+	$(BIN)/python -m ops.promote --history --name $(NAME)
+
+# A hyperparameter sweep on Ray Tune (docs/teams.md, conf/sweep/default.yaml): on RAY_ADDRESS's cluster, else on
+# a private Ray head on 127.0.0.1 with this machine's CPUs, stopped after; the best -> conf/experiment/sweep_<name>.yaml.
+#   make sweep SWEEP="--variant cnn --trials 16 --name cnn_lr"
+SWEEP ?=
+sweep: install
+	$(BIN)/python -m ops.sweep $(SWEEP)
+
+# The team's DVC remote (docs/teams.md): the URL once per team (committed in .dvc/config), then each member's
+# login in .dvc/config.local (not in git):
+#   make remote REMOTE_URL=ssh://HOST/PATH          make remote REMOTE_USER=ana REMOTE_KEYFILE=~/.ssh/id_ed25519 [REMOTE_PORT=22]
+remote: install
+	$(if $(REMOTE_URL),$(BIN)/dvc remote add --default --force team $(REMOTE_URL))
+	$(if $(REMOTE_USER),$(BIN)/dvc remote modify --local team user $(REMOTE_USER))
+	$(if $(REMOTE_KEYFILE),$(BIN)/dvc remote modify --local team keyfile $(REMOTE_KEYFILE))
+	$(if $(REMOTE_PORT),$(BIN)/dvc remote modify --local team port $(REMOTE_PORT))
+	$(BIN)/dvc remote list
 
 # The team tests (docs/teams.md): real PostgreSQL, MLflow server, sshd and Ray head on loopback, each
 # started by the tests and stopped after. CI runs them after `make test`.
