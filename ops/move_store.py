@@ -7,8 +7,10 @@ with their tags and description, each version with its tags and description, and
 registers LoggedModels (`models:/m-...`), which live outside the run's artifacts: each version's files
 (`models:/NAME/VERSION`) are copied under its moved run, in `registry/NAME/vVERSION`, and registered from
 there, so the server holds everything it serves. model_sha256 is set last, as the pipeline does (a version
-without it is never served), and `source_version` of an INT8 copy and the `run_id` tag are renumbered to the
-target's. Deleted experiments, runs and versions stay behind.
+without it is never served), and `source_version` of an INT8 copy, the `run_id` tag and the version numbers
+in `champion_history` (ops/promote.py: what a rollback reads) are renumbered to the target's. An alias is set
+only where the target lacks it: a second move never moves the target's champion (there only the gate and
+ops.promote move it, checked and recorded). Deleted experiments, runs and versions stay behind.
 
 Idempotent: a moved run carries `moved_from_run_id` (and `moved=complete` once whole; an incomplete one is
 deleted and copied again), a moved version `moved_from_version`, so a second move copies only what is new.
@@ -17,6 +19,7 @@ refused, before anything is written, unless --merge: this store's versions are t
 and only the aliases the target lacks are set (its champion stays its own). Reports what moved.
 """
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 from digits.contract import INT8_SUFFIX
+from ops.promote import HISTORY
 
 CHUNK = 900  # MLflow's log_batch takes at most 1000 metrics (100 params, 100 tags) a call
 RUN_TAG, DONE_TAG, VERSION_TAG, MODEL_TAG = "moved_from_run_id", "moved", "moved_from_version", "moved_from"
@@ -127,8 +131,9 @@ class Move:
         for model in models:
             found = self.dst.search_registered_models(f"name = '{model.name}'")
             foreign = bool(found) and found[0].tags.get(MODEL_TAG) != me  # only with --merge (check_targets)
-            if not found:
-                self.dst.create_registered_model(model.name, tags={**model.tags, MODEL_TAG: me},
+            if not found:  # its champion_history is set below, once its versions have their target numbers
+                self.dst.create_registered_model(model.name, tags={**{k: v for k, v in model.tags.items()
+                                                                      if k != HISTORY}, MODEL_TAG: me},
                                                  description=model.description)
             elif model.description and not foreign:
                 self.dst.update_registered_model(model.name, description=model.description)
@@ -144,15 +149,36 @@ class Move:
                 if done is not None:  # an earlier move stopped before its model_sha256: never served, redo it
                     self.dst.delete_model_version(model.name, done.version)
                 self.versions[(model.name, str(version.version))] = self.move_version(model.name, version, me)
-            kept = found[0].aliases if foreign else {}
+            # An alias the target has is never moved: on the target, champion moves only through the gate or
+            # ops.promote (checked and recorded); a second move must not undo that with this store's.
+            kept = {k: str(v) for k, v in self.dst.get_registered_model(model.name).aliases.items()} if found else {}
             for alias, number in model.aliases.items():
                 target = self.versions.get((model.name, str(number)))
                 if alias in kept:
-                    self.log(f"alias {model.name}@{alias} kept at the target's version {kept[alias]} (--merge)")
+                    if kept[alias] != target:
+                        self.log(f"alias {model.name}@{alias} kept at the target's version {kept[alias]} "
+                                 f"(this store's is its version {target})")
                 elif target is not None:
                     self.dst.set_registered_model_alias(model.name, alias, target)
                     self.moved["aliases"] += 1
                     self.log(f"alias {model.name}@{alias} -> version {target}")
+            if not foreign and HISTORY in model.tags and HISTORY not in (found[0].tags if found else {}):
+                self.dst.set_registered_model_tag(model.name, HISTORY, self.history(model.name, model.tags[HISTORY]))
+
+    def history(self, name, text) -> str:
+        """This store's champion_history (ops/promote.py) with the target's version numbers, so that a rollback
+        on the target goes where it went here; a move to a version that stayed behind is left out."""
+        try:
+            entries = json.loads(text)
+        except ValueError:
+            return "[]"
+        moved = []
+        for entry in entries if isinstance(entries, list) else []:
+            to = self.versions.get((name, str(entry.get("to"))))
+            if to is not None:
+                before = entry.get("from")
+                moved.append({**entry, "to": to, "from": before and self.versions.get((name, str(before)))})
+        return json.dumps(moved)
 
     def move_version(self, name, version, me) -> str:
         """Copy a version's files under its moved run and register them there; tags, model_sha256 last."""
