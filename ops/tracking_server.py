@@ -18,7 +18,6 @@ others: name the host teammates type when it is not localhost or a private addre
 Tests and other tools start one with `running(...)`, a context manager that yields the server's URL.
 """
 import argparse
-import glob
 import os
 import secrets
 import shutil
@@ -32,22 +31,15 @@ import urllib.request
 from contextlib import contextmanager, ExitStack
 from pathlib import Path
 
+from testkit.postgres import ADVICE, binaries  # the tests' cluster finds the same binaries
+
 DEFAULT_HOME = Path(".tracking")
-ADVICE = "PostgreSQL's server is not installed: `make feedback-deps` (Debian's postgresql package)"
 MLFLOW = Path(sys.executable).parent / "mlflow"  # the virtual environment's
 DATABASE, AUTH_DATABASE = "mlflow", "mlflow_auth"
 
 
 class TrackingError(RuntimeError):
     """The server cannot start; the message says why and what to do."""
-
-
-def binaries() -> Path | None:
-    """The folder of initdb and pg_ctl: PG_BIN, else Debian's newest /usr/lib/postgresql/N/bin, else PATH's."""
-    if os.environ.get("PG_BIN"):
-        return Path(os.environ["PG_BIN"])
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    return Path(found[-1]).parent if found else (Path(shutil.which("initdb")).parent if shutil.which("initdb") else None)
 
 
 def port_free(host, port) -> bool:
@@ -181,13 +173,15 @@ def upgrade(url, env, cwd):
 
 
 def auth_config(home: Path, database_uri) -> Path:
-    """HOME/basic_auth.ini: MLflow's basic-auth settings with its users in PostgreSQL. No password in it."""
+    """HOME/basic_auth.ini (0600): MLflow's basic-auth settings with its users in PostgreSQL. No admin password in
+    it; the database's, when --backend-store-uri carries one (the private cluster's never: HOME/pgpass)."""
     path = home / "basic_auth.ini"
+    path.touch(0o600)
+    os.chmod(path, 0o600)  # before a word is written: an earlier one may have been made readable
     path.write_text("# Written by ops/tracking_server.py at each start. The admin's first password comes from\n"
                     "# MLFLOW_AUTH_ADMIN_PASSWORD; afterwards change it with MLflow's auth client (docs/teams.md).\n"
                     f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {database_uri}\nadmin_username = admin\n"
                     "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    os.chmod(path, 0o600)
     return path
 
 
