@@ -188,7 +188,13 @@ def rollback(name, why, uri=None) -> dict:
     if not stack:
         raise PromoteError(f"no earlier {name}@{ALIAS} in its history to roll back to "
                            f"(`python -m ops.promote --history --name {name}`)")
-    target = client.get_model_version(name, stack[-1])
+    from mlflow.exceptions import MlflowException
+
+    try:
+        target = client.get_model_version(name, stack[-1])
+    except MlflowException as e:  # deleted since: say so, as for a version that fails the checks
+        raise PromoteError(f"cannot roll back to {name} version {stack[-1]}: it is no longer in {uri}; "
+                           "promote another by hand") from e
     try:
         checked(uri, name, target)
     except ModelError as e:
