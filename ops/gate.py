@@ -41,11 +41,11 @@ def noise(p, q, n, m) -> float:
 
 
 def compare(champion_rows, candidate_rows, sigmas) -> list:
-    """One dict per row both tables have: the values, the difference (candidate - champion), its noise and the
-    verdict: "worse" when the candidate is worse by more than sigmas x noise, "better" when better by that
-    much, else "same"."""
+    """One dict per row (both tables have the same rows, in order: a row missing on one side is an error, never
+    a row left unjudged): the values, the difference (candidate - champion), its noise and the verdict: "worse"
+    when the candidate is worse by more than sigmas x noise, "better" when better by that much, else "same"."""
     rows = []
-    for old, new in zip(champion_rows, candidate_rows):
+    for old, new in zip(champion_rows, candidate_rows, strict=True):
         assert old.condition == new.condition, (old.condition, new.condition)
         difference = new.value - old.value
         sign = -1 if old.condition in LOWER_IS_BETTER else 1
