@@ -117,7 +117,6 @@ def test_the_gate_refuses_a_clearly_worse_candidate_and_says_which_rows(store, s
     assert rows["ALL real digits"]["lower_is_better"] and rows["blank"]["verdict"] == "same"
     assert decision["worse"] == [r["row"] for r in decision["rows"] if r["verdict"] == "worse"]
     assert decision["why"].endswith(": " + ", ".join(decision["worse"]))
-    print(gate.markdown([decision], CFG))
     assert len(promote.history(client, MODEL_NAME)) == 1  # a refusal is no move
     table = gate.markdown([decision], CFG)
     assert "REFUSED" in table and "| ALL single digits | accuracy | 48 |" in table and "**WORSE**" in table
