@@ -1,4 +1,4 @@
-"""Stage `quantise`: an INT8 copy of the float champion, checked on validation, registered beside it.
+"""Stage `quantise`: an INT8 copy of the float candidate, checked on validation, registered beside it.
 
     python -m pipeline.quantise
 
@@ -16,7 +16,7 @@
    to the copy of the version it promotes. A server serves it in place of its float source only (serve/model.py).
 
 A copy that fails the check is logged but neither registered nor served; the stage says why and exits 0:
-the float champion goes on serving. Writes champion/int8/model.onnx and champion/int8.json.
+the float version serves alone once the gate promotes it. Writes champion/int8/model.onnx and champion/int8.json.
 """
 import json
 import tempfile
@@ -35,7 +35,7 @@ OUT_DIR = Path("champion") / "int8"
 SUMMARY = Path("champion") / "int8.json"
 
 
-def float_champion(client, champion_file=Path("champion") / "champion.json"):
+def float_candidate(client, champion_file=Path("champion") / "champion.json"):
     """(model version, model.onnx bytes) of the version `register` chose, its sha256 checked twice."""
     import mlflow
 
@@ -164,7 +164,7 @@ def main():
     cfg = params["quantise"]
     mlflow = tracking.setup()
     client = mlflow.MlflowClient()
-    source, float_bytes = float_champion(client)
+    source, float_bytes = float_candidate(client)
     temperature = float(source.tags.get("temperature", 1.0))
     threshold = float(source.tags.get("rejection_threshold", 0.0))
 
@@ -201,7 +201,7 @@ def main():
     SUMMARY.write_text(json.dumps(summary, indent=2) + "\n")
     where = (f"is {INT8_MODEL_NAME} version {summary['version']}" + (f", alias @{CANDIDATE}" if summary["alias_moved"] else
              f"; @{CANDIDATE} not moved: {MODEL_NAME}@{CANDIDATE} is no longer version {source.version}")) if passed else \
-        "failed its check, not registered: " + "; ".join(reasons) + ". The float champion serves alone."
+        "failed its check, not registered: " + "; ".join(reasons) + ". The float version serves alone once promoted."
     print(f"quantise: INT8 copy of {MODEL_NAME}@{source.version} ({summary['bytes']:,} bytes against "
           f"{summary['float_bytes']:,}), agreement {metrics['agreement']:.3%} on validation, {where}")
 
