@@ -73,7 +73,7 @@ def test_every_output_is_in_git_or_in_the_dvc_cache():
 
 @pytest.fixture(scope="module")
 def sshd():
-    with Sshd() as server:  # its log (server.log) is in every failing dvc call's message
+    with Sshd() as server:  # its log (sshd.log) is in every failing dvc call's message
         yield server
 
 

@@ -44,15 +44,23 @@ def auth_server():
     env = {**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD}
     with open(log, "wb") as out:
         cli = subprocess.Popen([sys.executable, "-m", "ops.tracking_server", "--home", str(home), "--port", str(port),
-                                "--auth", "--workers", "1"], env=env, stdout=out, stderr=subprocess.STDOUT)
+                                "--auth", "--workers", "1"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # its group: what to kill should it not stop
     try:
         assert wait_for(lambda: cli.poll() is not None or fetch(url + "/health")[0] == 200, 180), log.read_text()
         assert cli.poll() is None, log.read_text()
         yield url, home
     finally:
-        cli.send_signal(signal.SIGTERM)
-        code = cli.wait(60)
-        stopped = not Postgres(home / "postgres").running()
+        cli.send_signal(signal.SIGTERM)  # to the CLI alone, as a teammate's `kill` would
+        try:
+            code = cli.wait(60)
+        except subprocess.TimeoutExpired:  # the test fails below; nothing it started may outlive it
+            os.killpg(cli.pid, signal.SIGKILL)
+            code = cli.wait()
+        cluster = Postgres(home / "postgres")
+        stopped = not cluster.running()
+        if not stopped:
+            cluster.stop()
         text = log.read_text()
         shutil.rmtree(home, ignore_errors=True)
     assert code == 0 and stopped and "tracking server: stopped" in text, text[-3000:]
