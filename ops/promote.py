@@ -119,6 +119,8 @@ def int8_follows(client, uri, name, version) -> str:
     pipeline/quantise.py), itself checked as a server checks it; removed when there is none. -> what it did."""
     from mlflow.exceptions import MlflowException
 
+    from pipeline.register import retried
+
     copy_name = name + INT8_SUFFIX
     try:
         copies = client.search_model_versions(f"name='{copy_name}'")
@@ -134,7 +136,7 @@ def int8_follows(client, uri, name, version) -> str:
         except ModelError as e:
             print(f"promote: {copy_name} version {copy.version} refused: {e}", file=sys.stderr)
             continue
-        client.set_registered_model_alias(copy_name, ALIAS, copy.version)
+        retried(client.set_registered_model_alias, copy_name, ALIAS, copy.version)  # as the float alias
         return f"{copy_name}@{ALIAS} -> version {copy.version}"
     if at_alias(client, copy_name, ALIAS) is not None:
         client.delete_registered_model_alias(copy_name, ALIAS)
