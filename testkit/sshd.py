@@ -1,8 +1,8 @@
 """A private SSH server for tests: Debian's OpenSSH daemon (/usr/sbin/sshd; `make teams-deps` installs
 openssh-server) on a free loopback port, with its own configuration, host key, client key and authorized
 key, all in a temporary folder made for it and removed after. Nothing of the system's own sshd (its
-configuration, keys or service) is read or touched. SFTP only (internal-sftp): what DVC's ssh remote
-speaks.
+configuration, keys or service) is read or touched; as root, sshd needs /run/sshd, made when missing as
+Debian's service would make it. SFTP only (internal-sftp): what DVC's ssh remote speaks.
 
 sshd can only log in as the user it runs as unless it runs as root: as root it logs in as root
 (`PermitRootLogin prohibit-password`: by key only), as anyone else as that user. Either way `user` says
