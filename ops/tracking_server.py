@@ -286,6 +286,13 @@ def _sibling(url, database) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
+def _hidden(url) -> str:
+    """A database URL to print: its password, if it has one, as ***."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _stop(process, seconds=30):
     """SIGTERM to the server's process group (uvicorn and its workers), SIGKILL after `seconds`."""
     if process.poll() is not None:
@@ -322,7 +329,9 @@ def main(argv=None):
         with serving(args.home, args.host, args.port, args.auth, args.allowed_hosts, args.backend_store_uri,
                      workers=args.workers, log="-") as (url, process):
             shared = f"http://{socket.getfqdn()}:{args.port}" if args.host in ("0.0.0.0", "::") else url
-            print(f"tracking server: {url} (store: {args.backend_store_uri or args.home / 'postgres'}, artifacts: "
+            external = args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI")
+            store = _hidden(external) if external else args.home / "postgres"
+            print(f"tracking server: {url} (store: {store}, artifacts: "
                   f"{args.home / 'artifacts'}); teammates: export MLFLOW_TRACKING_URI={shared}", flush=True)
             process.wait()
             raise SystemExit(f"tracking server: mlflow server exited ({process.returncode})")
