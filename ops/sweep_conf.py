@@ -129,7 +129,11 @@ def write_override(conf_dir, name, params, header) -> Path:
     comments = "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines())
     path.write_text("# @package _global_\n" + comments +
                     yaml.safe_dump(override, sort_keys=False, default_flow_style=None, width=110))
-    composed = compose(conf_dir, [f"+experiment=sweep_{name}"])
+    try:
+        composed = compose(conf_dir, [f"+experiment=sweep_{name}"])
+    except BaseException:  # Hydra refused it: no file left behind that the next sweep of this name would refuse
+        path.unlink()
+        raise
     if composed != params:
         path.unlink()
         raise SystemExit(f"sweep: conf/ + {path.name} does not compose into the trial's params: "
