@@ -90,9 +90,11 @@ def stop(head: Head, timeout=60.0):
     steps = ((lambda sig: os.kill(head.process.pid, sig), signal.SIGTERM, timeout),
              (lambda sig: os.killpg(head.process.pid, sig), signal.SIGTERM, 20.0),
              (lambda sig: os.killpg(head.process.pid, sig), signal.SIGKILL, 10.0))
-    for send, sig, wait in steps:
+    for step, (send, sig, wait) in enumerate(steps):
         if not head.alive():
             break
+        if step == 0 and head.process.poll() is not None:  # the CLI is gone, its group is not: no one to wait for
+            continue
         try:
             send(sig)
         except ProcessLookupError:
