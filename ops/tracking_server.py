@@ -128,7 +128,11 @@ class Postgres:
         if not port_free("127.0.0.1", self.port):
             raise TrackingError(f"PostgreSQL's port {self.port} (in {self.folder / 'port'} and "
                                 f"{self.data / 'postgresql.conf'}) is taken by another program")
-        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-w", "-t", "60", "start")
+        try:
+            self.run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-w", "-t", "60", "start")
+        except TrackingError:
+            self.stop()  # pg_ctl gave up waiting, the postmaster may not have: none outlives a failed start
+            raise
         return True
 
     def stop(self):
