@@ -113,12 +113,29 @@ def label(version):
     return None if version is None else str(version.version)
 
 
-def decide(client, uri, name, cfg, split, reads_with=None):
-    """Judge name@candidate against name@champion and move champion when it wins. -> (the decision, as
-    promotion.json keeps it; the loaded model that is champion afterwards, or None when none passes)."""
-    candidate, champion = at_alias(client, name, CANDIDATE), at_alias(client, name, ALIAS)
+def registered_here(client, name, summary: Path):
+    """The version this pipeline's register stage registered (its summary file names it), or None. On a shared
+    tracking server `candidate` may have moved on to a teammate's version since: this run judges its own."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = json.loads(summary.read_text()).get("version")
+        return client.get_model_version(name, str(version)) if version is not None else None
+    except (OSError, ValueError, MlflowException):
+        return None
+
+
+def decide(client, uri, name, cfg, split, reads_with=None, summary=None):
+    """Judge the candidate against name@champion and move champion when it wins: the version the register
+    stage's summary file names (this run's), else name@candidate. -> (the decision, as promotion.json keeps
+    it; the loaded model that is champion afterwards, or None when none passes)."""
+    alias, champion = at_alias(client, name, CANDIDATE), at_alias(client, name, ALIAS)
+    candidate = (registered_here(client, name, summary) if summary else None) or alias
     decision = {"name": name, "candidate": label(candidate), "champion": label(champion), "promoted": False,
                 "rows": [], "outcome": "", "why": ""}
+    if alias is not None and label(alias) != label(candidate):
+        decision["note"] = (f"{name}@{CANDIDATE} is version {alias.version} (registered since by another run); "
+                            f"this run judges its own version {candidate.version}")
     loaded = None
 
     def champion_now():
@@ -182,6 +199,8 @@ def markdown(decisions, cfg) -> str:
         lines += [f"## {d['name']}: {head}", "",
                   f"candidate version {d['candidate'] or '-'}, champion version {d['champion'] or '-'} before the gate. "
                   f"{d['outcome'] if head == 'unchanged' else d['why']}", ""]
+        if d.get("note"):
+            lines += [d["note"] + ".", ""]
         if d.get("int8"):
             lines += [f"INT8: {d['int8']}", ""]
         if d["rows"]:
@@ -205,8 +224,8 @@ def main():
     client = client_for(uri)
     split = load_split("val")  # data/prepared/val.npz: the validation split, never test digits
     started = time.perf_counter()
-    digits, digits_model = decide(client, uri, MODEL_NAME, cfg, split)
-    reader, _ = decide(client, uri, READER_NAME, cfg, split, reads_with=digits_model)
+    digits, digits_model = decide(client, uri, MODEL_NAME, cfg, split, summary=Path("champion/champion.json"))
+    reader, _ = decide(client, uri, READER_NAME, cfg, split, reads_with=digits_model, summary=Path("champion/reader.json"))
     decisions = [digits, reader]
     OUT_MD.parent.mkdir(exist_ok=True)
     OUT_MD.write_text(markdown(decisions, cfg))

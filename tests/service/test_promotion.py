@@ -76,6 +76,18 @@ def test_the_gate_promotes_a_candidate_when_there_is_no_champion(store, small_on
     assert not nothing["promoted"] and nothing["outcome"].startswith("no digits-reader@candidate")
 
 
+def test_the_gate_judges_the_version_its_own_run_registered_not_a_teammates_later_candidate(store, small_onnx,
+                                                                                               validation, tmp_path):
+    add, client, uri = store
+    mine = add(small_onnx)
+    summary = tmp_path / "champion.json"
+    summary.write_text(json.dumps({"version": mine}))
+    theirs = add(zeros_model())  # a teammate's register run moved candidate since (to a model failing the checks)
+    decision, loaded = gate.decide(client, uri, MODEL_NAME, CFG, validation, summary=summary)
+    assert decision["promoted"] and decision["candidate"] == mine and loaded.version == mine
+    assert f"version {theirs}" in decision["note"] and alias(client) == mine
+
+
 def test_the_gate_promotes_an_equal_candidate_after_reading_the_same_images(store, small_onnx, validation):
     add, client, uri = store
     old = add(small_onnx)
