@@ -130,18 +130,20 @@ move-store: install
 	$(BIN)/python -m ops.move_store --from sqlite:///mlruns/mlflow.db --to $(TO)
 
 # champion is moved by the promote stage's gate (docs/teams.md), or by a person:
-#   make promote VERSION=7 WHY="..." [NAME=digits]   checked (sha256, self-test), not judged; recorded who/when/why
-#   make rollback WHY="..." [NAME=digits]            champion back to the one before it
-#   make history [NAME=digits]                       every move
-NAME ?= digits
+#   make promote VERSION=7 WHY="..." [MODEL=digits]   checked (sha256, self-test), not judged; recorded who/when/why
+#   make rollback WHY="..." [MODEL=digits]            champion back to the one before it
+#   make history [MODEL=digits]                       every move
+# VERSION must be given on make's command line (not taken from the environment); WHY reaches the command
+# through the environment, so quotes and $ in it stay text.
+MODEL ?= digits
 promote: install
-	@test -n "$(VERSION)" -a -n "$(WHY)" || { echo 'make promote VERSION=N WHY="why" [NAME=digits]'; exit 2; }
-	$(BIN)/python -m ops.promote $(VERSION) --name $(NAME) --why "$(WHY)"
+	@test "$(origin VERSION)" = "command line" -a -n "$$WHY" || { echo 'make promote VERSION=N WHY="why" [MODEL=digits]'; exit 2; }
+	$(BIN)/python -m ops.promote "$(VERSION)" --name "$(MODEL)" --why "$$WHY"
 rollback: install
-	@test -n "$(WHY)" || { echo 'make rollback WHY="why" [NAME=digits]'; exit 2; }
-	$(BIN)/python -m ops.promote --rollback --name $(NAME) --why "$(WHY)"
+	@test -n "$$WHY" || { echo 'make rollback WHY="why" [MODEL=digits]'; exit 2; }
+	$(BIN)/python -m ops.promote --rollback --name "$(MODEL)" --why "$$WHY"
 history: install
-	$(BIN)/python -m ops.promote --history --name $(NAME)
+	$(BIN)/python -m ops.promote --history --name "$(MODEL)"
 
 # A hyperparameter sweep on Ray Tune (docs/teams.md, conf/sweep/default.yaml): on RAY_ADDRESS's cluster, else on
 # a private Ray head on 127.0.0.1 with this machine's CPUs, stopped after; the best -> conf/experiment/sweep_<name>.yaml.

@@ -8,7 +8,7 @@ back as a Hydra experiment that `dvc exp run` reproduces.
 Each trial trains the variant with pipeline/train.py's own code (fit_members, its EpochLog) on the data the
 train stage reads (data/prepared, data/drawn, data/corrections as the variant learns from them), loaded once
 here and shipped through Ray's object store, with the trial's sampled values put into the variant's config.
-A trial is one Ray task of `cpus_per_trial` CPUs, TensorFlow's math on one thread (ONE_THREAD); it reports validation
+A trial is one Ray task of `cpus_per_trial` CPUs, TensorFlow's math on that many threads (threads()); it reports validation
 accuracy after every epoch to the scheduler (ASHA stops the worse half at each rung) and logs to
 MLFLOW_TRACKING_URI as a child run of the sweep's parent run in the experiment `digits-sweep-<name>`
 (params, per-epoch metrics as train logs them). A sweep registers no model and moves no alias.
@@ -32,23 +32,26 @@ from ops.sweep_conf import (NAME, apply, check_space, experiment_file, plain, sw
 
 OPS = str(Path(__file__).resolve().parent)  # shipped to the workers: a cluster's image may predate ops/
 CONF_DIR = Path("conf")  # the project's, relative like every stage's paths: run from the project's root
-# A trial's math on one thread. Not the inter-op pool: at 1 the input pipeline (tf.data) and the training
-# step take turns on it, and an epoch took twice the wall time for the same CPU time (measured: 20,000
-# digits of the cnn, 23.1 s against 12.6 s at 2, 6.1 s of CPU either way).
-INTER_OP = 2
-ONE_THREAD = {**{var: "1" for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                      "TF_NUM_INTRAOP_THREADS")}, "TF_NUM_INTEROP_THREADS": str(INTER_OP)}
+# A trial's math on its `cpus_per_trial` threads (one by default). Not fewer than 2 in the inter-op pool: at 1
+# the input pipeline (tf.data) and the training step take turns on it, and an epoch took twice the wall time
+# for the same CPU time (measured: 20,000 digits of the cnn, 23.1 s against 12.6 s at 2, 6.1 s of CPU either way).
+def threads(cpus: int) -> dict:
+    """The environment that holds TensorFlow's (and any BLAS's) math to `cpus` threads in a trial's process."""
+    cpus = max(1, int(cpus))
+    return {**{var: str(cpus) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                          "TF_NUM_INTRAOP_THREADS")}, "TF_NUM_INTEROP_THREADS": str(max(2, cpus))}
 
 
-def one_thread():
-    """TensorFlow's (and any BLAS's) math on one thread in this process: a trial owns one CPU."""
-    os.environ.update(ONE_THREAD)
+def hold_threads(cpus: int):
+    """This process's math on `cpus` threads: a trial owns `cpus_per_trial` CPUs and uses no more."""
+    env = threads(cpus)
+    os.environ.update(env)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(INTER_OP)
+        tf.config.threading.set_intra_op_parallelism_threads(int(env["TF_NUM_INTRAOP_THREADS"]))
+        tf.config.threading.set_inter_op_parallelism_threads(int(env["TF_NUM_INTEROP_THREADS"]))
     except RuntimeError:  # TensorFlow already ran an op in this worker: the env vars above held from its start
         pass
 
@@ -67,9 +70,9 @@ class Reporter:
         tune.report({**{k.removeprefix("epoch_"): v for k, v in metrics.items()}, "epoch": step})
 
 
-def trial(sampled, *, variant, name, seed, data, run):
+def trial(sampled, *, variant, name, seed, data, run, cpus=1):
     """One trial (a Ray Tune function trainable): the variant with the sampled values, trained as train@ does."""
-    one_thread()
+    hold_threads(cpus)
     import mlflow
     from ray import tune
 
@@ -201,7 +204,7 @@ def main(argv=None):
     head = None if args.address else ray_head.start(args.local_cpus)
     storage = Path(tempfile.mkdtemp(prefix="ray-tune-"))
     try:
-        ray.init(address=args.address or head.address, runtime_env={"env_vars": ONE_THREAD, "py_modules": [OPS]},
+        ray.init(address=args.address or head.address, runtime_env={"env_vars": threads(cfg["cpus_per_trial"]), "py_modules": [OPS]},
                  logging_level="WARNING", log_to_driver=True)
         print(f"sweep {args.name}: Ray at {args.address or head.address}, "
               f"{ray.cluster_resources().get('CPU', 0):.0f} CPUs; MLflow {uri}", flush=True)
@@ -218,7 +221,8 @@ def main(argv=None):
             run = {"uri": uri, "experiment_id": experiment_id, "parent": parent.info.run_id, "sweep": args.name,
                    "git_commit": tracking.git_commit(), "data_sha256": data_sha256()}
             trainable = tune.with_resources(
-                tune.with_parameters(trial, variant=variant, name=name, seed=params["seed"], data=data, run=run),
+                tune.with_parameters(trial, variant=variant, name=name, seed=params["seed"], data=data, run=run,
+                                      cpus=cfg["cpus_per_trial"]),
                 {"cpu": cfg["cpus_per_trial"]})
             tuner = tune.Tuner(
                 trainable, param_space=tune_space(cfg["space"]),

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ops import ray_head
-from ops.sweep import ONE_THREAD
+from ops.sweep import threads
 from ops.sweep_conf import compose
 from pipeline import tracking
 from pipeline.params import dump
@@ -119,7 +119,7 @@ def test_sweep_on_ray_logs_each_trial_and_writes_an_override_that_reproduces_the
 
     # ... and the train stage, run on those params, gets the trial's validation accuracy.
     (project / "params.yaml").write_text(dump(params))
-    local = {**env, **ONE_THREAD, "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlruns.db"}
+    local = {**env, **threads(1), "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlruns.db"}
     (project / "mlruns").mkdir()
     trained = subprocess.run([sys.executable, "-m", "pipeline.train", "cnn"], cwd=project, env=local,
                              capture_output=True, text=True, timeout=600)
