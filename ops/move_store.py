@@ -104,9 +104,9 @@ class Move:
             with tempfile.TemporaryDirectory() as tmp:
                 folder = self.src.download_artifacts(source_id, "", tmp)
                 self.dst.log_artifacts(target, folder)
-        self.dst.set_tag(target, DONE_TAG, "complete")
         if run.info.status != "RUNNING":
             self.dst.set_terminated(target, run.info.status, end_time=run.info.end_time)
+        self.dst.set_tag(target, DONE_TAG, "complete")  # last: a move cut off before it copies this run again
         self.runs[source_id] = target
         self.moved["runs"] += 1
         self.log(f"run {run.info.run_name} {source_id} -> {target}")
