@@ -21,13 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from testkit.server import free_port
+
 RAY = Path(sys.executable).parent / "ray"  # the virtual environment's CLI: workers run this venv's python
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening(port, host="127.0.0.1") -> bool:
