@@ -113,9 +113,11 @@ def decode(frames: np.ndarray, strip_width: int | None = None, image: np.ndarray
         else:
             tokens.append([int(c), t, t])
     centres = [(first + last + 1) / 2 * STRIDE for _, first, last in tokens]
-    columns = spans(centres, image) if image is not None else \
-        list(zip([0] + [round((a + b) / 2) for a, b in zip(centres, centres[1:])],
-                 [round((a + b) / 2) for a, b in zip(centres, centres[1:])] + [len(frames) * STRIDE]))
+    if image is not None:
+        columns = spans(centres, image)
+    else:
+        middles = [round((a + b) / 2) for a, b in zip(centres, centres[1:])]
+        columns = list(zip([0] + middles, middles + [len(frames) * STRIDE]))
     out = []
     for (c, first, last), span in zip(tokens, columns):
         peak = frames[first + int(frames[first:last + 1, c].argmax())][:BLANK]
