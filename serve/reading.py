@@ -26,12 +26,13 @@ def number(gray: np.ndarray, champion, reader=None, debug=False, combine=None, m
     if reader is None:
         return answers.number(segment_and_read(gray, champion.calibrated), champion, debug)
     read, no_digit = by_reader(gray, reader, debug)
-    if (combine or READ.combine) == "surer" and not no_digit:
+    surer = (combine or READ.combine) == "surer"
+    if surer and not no_digit:
         cut = answers.number(segment_and_read(gray, champion.calibrated), champion, debug, count=False)
         if cut["number"] is not None and cut["number"] != read["number"] and \
                 least_sure(cut) > least_sure(read) + (READ.segmenter_margin if margin is None else margin):
             read = cut
-    if (combine or READ.combine) == "surer":
+    if surer:
         read = {**read, "model": f"{reader.label}+{champion.label}"}
     for digit in read["digits"]:
         answers.counted(digit)
