@@ -213,13 +213,13 @@ def main(argv=None):
         scheduler = (ASHAScheduler(max_t=max_t, grace_period=cfg["scheduler"]["grace_period"],
                                    reduction_factor=cfg["scheduler"]["reduction_factor"])
                      if cfg["scheduler"]["kind"] == "asha" else FIFOScheduler())
+        provenance = {"git_commit": tracking.git_commit(), "data_sha256": data_sha256()}  # the parent's and every trial's
         with mlflow.start_run(experiment_id=experiment_id, run_name=args.name,
-                              tags={"sweep": args.name, "stage": "sweep", "variant": name,
-                                    "git_commit": tracking.git_commit(), "data_sha256": data_sha256(),
+                              tags={"sweep": args.name, "stage": "sweep", "variant": name, **provenance,
                                     "overrides": json.dumps(args.set), **tracking.process_tags()}) as parent:
             mlflow.log_params(tracking.flatten({k: (json.dumps(v) if k == "space" else v) for k, v in cfg.items()}))
             run = {"uri": uri, "experiment_id": experiment_id, "parent": parent.info.run_id, "sweep": args.name,
-                   "git_commit": tracking.git_commit(), "data_sha256": data_sha256()}
+                   **provenance}
             trainable = tune.with_resources(
                 tune.with_parameters(trial, variant=variant, name=name, seed=params["seed"], data=data, run=run,
                                       cpus=cfg["cpus_per_trial"]),
