@@ -63,7 +63,7 @@ def instrument(app):
 
 
 def switched(outcome, old, new):
-    """serve.model.Serving's on_switch: count alias moves, and say which version is served."""
+    """serve.serving.Serving's on_switch: count alias moves, and say which version is served."""
     RELOADS.labels(outcome).inc()
     if outcome == "switched":
         if old is not None:
