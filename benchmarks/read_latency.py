@@ -21,6 +21,7 @@ from digits.decode import decode
 from digits.segment import read as segment_and_read
 from pipeline.preprocess import load_split
 from serve.model import load_champion, load_reader
+from serve.reading import by_reader
 from testkit import targets
 from testkit.uploads import NUMBERS
 
@@ -56,16 +57,10 @@ def main():
     champion = load_champion(threads=1)
     pages = six_digit_pages(args.n)
 
-    def strip(page):
-        return lines.line(page)
-
-    def read(page):
-        found = lines.line(page)
-        lines.decode(reader.predict(lines.batch([found.image]))[0], found.image.shape[1], found.image)
-
     strips = [lines.line(p) for p in pages]
     model_only = timed(lambda s: reader.predict(lines.batch([s.image])), strips)
-    normalise, whole = timed(strip, pages), timed(read, pages)
+    # The whole of /read's reader path after decoding: serve/reading.py's own function, answer and boxes included.
+    normalise, whole = timed(lines.line, pages), timed(lambda page: by_reader(page, reader), pages)
     segmenter = timed(lambda page: segment_and_read(page, champion.calibrated), pages)
     widths = [s.image.shape[1] for s in strips]
     print(f"{reader.label}, {args.n} six-digit numbers (strips {min(widths)}-{max(widths)} px wide, median "
