@@ -180,18 +180,24 @@ def publish(client, name, version, tags, description, alias=CANDIDATE):
     retried(client.set_registered_model_alias, name, alias, version.version)
 
 
+def finished_run(mlflow, client, run_id, whose, stage):
+    """The training run `run_id` (of `whose`, trained by DVC stage `stage`), or RegisterError when the tracking
+    store lacks it or it did not finish: killed or failed mid-way, whatever it logged is not a whole model."""
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException as e:
+        raise RegisterError(f"MLflow run {run_id} of {whose} is not in the tracking store {tracking.tracking_uri()}: "
+                            f"rerun its training with `dvc repro -f {stage}`") from e
+    if run.info.status != "FINISHED":
+        raise RegisterError(f"MLflow run {run_id} of {whose} is {run.info.status}, not FINISHED: "
+                            f"rerun its training with `dvc repro -f {stage}`")
+    return run
+
+
 def register(best, params):
     mlflow = tracking.setup()
     client = mlflow.MlflowClient()
-    try:
-        run = client.get_run(best["run_id"])
-    except mlflow.exceptions.MlflowException as e:
-        raise RegisterError(f"MLflow run {best['run_id']} of {best['variant']!r} is not in the tracking store "
-                            f"{tracking.tracking_uri()}: rerun its training with `dvc repro -f train@{best['variant']}`") from e
-    if run.info.status != "FINISHED":  # killed or failed mid-way: whatever it logged is not a whole model
-        raise RegisterError(f"MLflow run {best['run_id']} of {best['variant']!r} is {run.info.status}, not FINISHED: "
-                            f"rerun its training with `dvc repro -f train@{best['variant']}`")
-
+    finished_run(mlflow, client, best["run_id"], repr(best["variant"]), f"train@{best['variant']}")
     model_uri = served_model(mlflow, client, best)
     version = verified_version(mlflow, client, MODEL_NAME, best["run_id"], model_uri, best["onnx_sha256"],
                                {"variant": best["variant"], "run_id": best["run_id"]})

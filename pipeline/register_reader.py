@@ -17,7 +17,7 @@ from digits import line as lines
 from digits.contract import CANDIDATE, READER_NAME
 from pipeline import tracking
 from pipeline.params import load
-from pipeline.register import RegisterError, publish, verified_version
+from pipeline.register import RegisterError, finished_run, publish, verified_version
 
 RUN, METRICS, OUT = Path("models/reader/run.json"), Path("reports/reader/metrics.json"), Path("champion/reader.json")
 TAGGED = ("val_exact", "val_exact_touching", "val_exact_overlapping", "val_non_numbers_rejected", "val_per_digit",
@@ -27,13 +27,7 @@ TAGGED = ("val_exact", "val_exact_touching", "val_exact_overlapping", "val_non_n
 def register(run, result, params):
     mlflow = tracking.setup()
     client = mlflow.MlflowClient()
-    try:
-        status = client.get_run(run["run_id"]).info.status
-    except mlflow.exceptions.MlflowException as e:
-        raise RegisterError(f"the reader's MLflow run {run['run_id']} is not in {tracking.tracking_uri()}: "
-                            "rerun it with `dvc repro -f reader`") from e
-    if status != "FINISHED":
-        raise RegisterError(f"the reader's MLflow run {run['run_id']} is {status}: rerun it with `dvc repro -f reader`")
+    finished_run(mlflow, client, run["run_id"], "the number reader", "reader")
     version = verified_version(mlflow, client, READER_NAME, run["run_id"], run["model_uri"], run["onnx_sha256"],
                                {"run_id": run["run_id"]})
     digest = run["onnx_sha256"]  # what the registry holds: checked by verified_version
