@@ -98,15 +98,7 @@ def summarised(measured) -> list:
         if len(same) > 1:
             total = sum(r.n for r in same)
             rows.append(rb.Row(name, "summary", total, same[0].metric, sum(r.value * r.n for r in same) / total, 0.0, ""))
-    non = [r for r in rows if r.kind == "non-digit"]
-    if non:
-        total = sum(r.n for r in non)
-        rows.append(rb.Row("ALL non-digits", "summary", total, "rejected", sum(r.value * r.n for r in non) / total, 0.0, ""))
-    digits = [(r, k) for r, k in measured if r.kind == "digit" or r.condition in rb.APART]
-    if digits:
-        total = sum(r.n for r, _ in digits)
-        rows.append(rb.Row("ALL real digits", "summary", total, "rejected", sum(k for _, k in digits) / total, 0.0, ""))
-    return rows
+    return rows + rb.summaries(measured)
 
 
 def label(version):

@@ -90,27 +90,35 @@ def evaluate(client, x, y, n_per_condition=200, seed=0, names=None, misses=None,
     rejected (single digits, and the uploads of APART: numbers written apart, 2-6 and 7-8 digits long, and
     a single digit sent to /read; touching and overlapping numbers are left out). `misses`:
     see `measure`. progress: called with a line after each condition ("3/27 thin_pen 99.10%, 12 s, ETA 1 min")."""
-    rows, digit_rejections, digit_count = [], 0, 0
+    rows, measured = [], []
     names = list(names or ALL)
     started = time.perf_counter()
     for done, name in enumerate(names, 1):
         row, rejected = measure(client, name, generate(name, n_per_condition, seed, x, y), misses)
         rows.append(row)
+        measured.append((row, rejected))
         if name == PASS_THROUGH:  # the baseline: the same champion on the same digits' arrays
             rows.append(on_arrays(client.application.serving.champion, x, y, n_per_condition, seed))
         if progress:
             elapsed = time.perf_counter() - started
             progress(f"  {done}/{len(names)} {name} {row.value:.2%} {row.metric}, {elapsed:.0f} s so far, "
                      f"ETA {elapsed / done * (len(names) - done):.0f} s")
-        if row.kind == "digit" or name in APART:
-            digit_rejections, digit_count = digit_rejections + rejected, digit_count + row.n
-    non = [r for r in rows if r.kind == "non-digit"]
+    return rows + summaries(measured)
+
+
+def summaries(measured) -> list:
+    """evaluate's two summary rows from `measure`'s (row, real digits rejected) pairs: all non-digits rejected,
+    and real digits rejected (single digits and APART); a row is left off when no condition counts in it."""
+    rows = []
+    non = [r for r, _ in measured if r.kind == "non-digit"]
     if non:
         total = sum(r.n for r in non)
         rows.append(Row("ALL non-digits", "summary", total, "rejected",
                         sum(r.value * r.n for r in non) / total, 0.0, ""))
-    if digit_count:
-        rows.append(Row("ALL real digits", "summary", digit_count, "rejected", digit_rejections / digit_count, 0.0, ""))
+    digits = [(r, k) for r, k in measured if r.kind == "digit" or r.condition in APART]
+    total = sum(r.n for r, _ in digits)
+    if total:
+        rows.append(Row("ALL real digits", "summary", total, "rejected", sum(k for _, k in digits) / total, 0.0, ""))
     return rows
 
 
