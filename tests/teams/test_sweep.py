@@ -18,6 +18,7 @@ from pipeline import tracking
 from pipeline.params import dump
 from pipeline.preprocess import split
 from testkit import ROOT
+from testkit.project import run as succeeded  # subprocess.run failing with the output
 
 pytestmark = pytest.mark.teams
 
@@ -65,11 +66,9 @@ def test_sweep_on_ray_logs_each_trial_and_writes_an_override_that_reproduces_the
     summary_path = tmp_path / "summary.json"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_server}
     env.pop("RAY_ADDRESS", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "ops.sweep", "--project", str(project), "--address", head.address, "--variant", "cnn",
-         "--trials", str(TRIALS), "--name", name, "--summary", str(summary_path), "--set", *SET],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    result = succeeded([sys.executable, "-m", "ops.sweep", "--project", str(project), "--address", head.address,
+                        "--variant", "cnn", "--trials", str(TRIALS), "--name", name, "--summary", str(summary_path),
+                        "--set", *SET], ROOT, env, timeout=600)  # fails with its output when the sweep fails
     summary = json.loads(summary_path.read_text())
     assert summary["trials"] == TRIALS and summary["failed"] == 0
     assert f"python -m pipeline.params +experiment=sweep_{name}" in result.stdout
@@ -123,9 +122,7 @@ def test_sweep_on_ray_logs_each_trial_and_writes_an_override_that_reproduces_the
     (project / "params.yaml").write_text(dump(params))
     local = {**env, **threads(1), "MLFLOW_TRACKING_URI": f"sqlite:///{project}/mlruns.db"}
     (project / "mlruns").mkdir()
-    trained = subprocess.run([sys.executable, "-m", "pipeline.train", "cnn"], cwd=project, env=local,
-                             capture_output=True, text=True, timeout=600)
-    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    succeeded([sys.executable, "-m", "pipeline.train", "cnn"], project, local, timeout=600)
     again = json.loads((project / "models" / "cnn" / "run.json").read_text())["best_val_accuracy"]
     assert again == pytest.approx(summary["best_value"], abs=0.01), (again, summary["best_value"])
 
